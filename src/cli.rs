@@ -1,0 +1,204 @@
+//! The command line: options to a [`Config`], or help, or the version.
+
+use std::path::PathBuf;
+
+use getopts::Options;
+
+/// The address lockd listens on unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7390";
+
+/// The lock directory when neither `--dir` nor `$STATE_DIRECTORY` names one.
+pub const DEFAULT_DIR: &str = "locks";
+
+/// What the daemon runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub dir: PathBuf,
+    pub listen: String,
+    pub threads: usize,
+    pub log_level: Option<log::LevelFilter>,
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Run(Config),
+    Help(String),
+    Version(String),
+}
+
+fn options() -> Options {
+    let mut opts = Options::new();
+    opts.optopt(
+        "d",
+        "dir",
+        "lock directory, created if missing [$STATE_DIRECTORY, else ./locks]",
+        "DIR",
+    );
+    opts.optopt(
+        "l",
+        "listen",
+        &format!("address to listen on; port 0 picks a free one [{DEFAULT_LISTEN}]"),
+        "HOST:PORT",
+    );
+    opts.optopt("", "threads", "worker threads taking requests [2]", "N");
+    opts.optopt(
+        "",
+        "log-level",
+        "error, warn, info, debug, trace or off [$RUST_LOG, else info]",
+        "LEVEL",
+    );
+    opts.optflag("h", "help", "print this help and exit");
+    opts.optflag("V", "version", "print the version and exit");
+    opts
+}
+
+/// The help text.
+pub fn usage() -> String {
+    let brief = "Usage: lockd [OPTIONS]\n\n\
+        A lock daemon for cluster nodes: XML-RPC lock(resource, client) and\n\
+        unlock(resource, client) over HTTP, one durable file per held lock.";
+    format!(
+        "{}\nExit status: 0 after a clean stop (SIGTERM or SIGINT), 1 if lockd could not\n\
+         start or had to stop, 2 for a bad command line.\n",
+        options().usage(brief)
+    )
+}
+
+/// Parse the arguments (without the program name). `state_directory` is
+/// `$STATE_DIRECTORY`, which systemd sets for `StateDirectory=`.
+pub fn parse(args: &[String], state_directory: Option<&str>) -> Result<Command, String> {
+    let matches = options().parse(args).map_err(|e| e.to_string())?;
+    if matches.opt_present("help") {
+        return Ok(Command::Help(usage()));
+    }
+    if matches.opt_present("version") {
+        return Ok(Command::Version(format!(
+            "lockd {}",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    if let Some(extra) = matches.free.first() {
+        return Err(format!(
+            "unexpected argument {extra:?}; lockd takes options only (see --help)"
+        ));
+    }
+    // systemd separates several state directories with ':'; the first is ours.
+    let from_systemd = state_directory
+        .and_then(|dirs| dirs.split(':').next())
+        .filter(|d| !d.is_empty());
+    let dir = match matches.opt_str("dir") {
+        Some(dir) if dir.is_empty() => return Err("--dir needs a directory name".into()),
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(from_systemd.unwrap_or(DEFAULT_DIR)),
+    };
+    let listen = matches
+        .opt_str("listen")
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let threads = match matches.opt_str("threads") {
+        None => 2,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "--threads takes a number from 1 to 1024, not {n:?}"
+                ));
+            }
+        },
+    };
+    let log_level = match matches.opt_str("log-level") {
+        None => None,
+        Some(level) => Some(level.parse().map_err(|_| {
+            format!("--log-level takes error, warn, info, debug, trace or off, not {level:?}")
+        })?),
+    };
+    Ok(Command::Run(Config {
+        dir,
+        listen,
+        threads,
+        log_level,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let Command::Run(config) = parse(&[], None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            config,
+            Config {
+                dir: "locks".into(),
+                listen: DEFAULT_LISTEN.into(),
+                threads: 2,
+                log_level: None
+            }
+        );
+        let Command::Run(config) = parse(&[], Some("/var/lib/lockd:/var/lib/other")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(config.dir, PathBuf::from("/var/lib/lockd"));
+    }
+
+    #[test]
+    fn options_are_read() {
+        let parsed = parse(
+            &args(&[
+                "-d",
+                "/x",
+                "--listen",
+                "0.0.0.0:1",
+                "--threads",
+                "4",
+                "--log-level",
+                "debug",
+            ]),
+            Some("/s"),
+        );
+        let Command::Run(config) = parsed.unwrap() else {
+            panic!()
+        };
+        assert_eq!(config.dir, PathBuf::from("/x"));
+        assert_eq!(config.listen, "0.0.0.0:1");
+        assert_eq!(config.threads, 4);
+        assert_eq!(config.log_level, Some(log::LevelFilter::Debug));
+    }
+
+    #[test]
+    fn mistakes_are_explained() {
+        assert!(
+            parse(&args(&["--threads", "0"]), None)
+                .unwrap_err()
+                .contains("1 to 1024")
+        );
+        assert!(
+            parse(&args(&["--log-level", "loud"]), None)
+                .unwrap_err()
+                .contains("--log-level")
+        );
+        assert!(
+            parse(&args(&["--bogus"]), None)
+                .unwrap_err()
+                .contains("bogus")
+        );
+        assert!(
+            parse(&args(&["extra"]), None)
+                .unwrap_err()
+                .contains("options only")
+        );
+        assert!(matches!(parse(&args(&["-h"]), None), Ok(Command::Help(_))));
+        assert!(matches!(
+            parse(&args(&["-V"]), None),
+            Ok(Command::Version(_))
+        ));
+    }
+}

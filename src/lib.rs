@@ -1,0 +1,268 @@
+//! lockd: a lock daemon that cluster nodes call over XML-RPC to take and
+//! release named locks, a drop-in successor of gocept.lockd.
+//!
+//! `lock(resource, client)` takes a lock or faults with code 1 and
+//! `<type 'exceptions.Exception'>:Resource already locked by 'holder'`;
+//! `unlock(resource, client)` releases it. Every held lock is one file in the
+//! lock directory, on stable storage before the reply is sent. See README.md
+//! for the protocol, the directory format and operation.
+//!
+//! Modules: [`cli`] (options), [`store`] (the lock core), [`names`] (resource
+//! names to file names), [`xmlrpc`] (the codec), [`api`] (the methods),
+//! [`server`] (HTTP), [`clock`] (UTC times).
+
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod names;
+pub mod server;
+pub mod store;
+pub mod xmlrpc;
+
+use std::fmt;
+use std::io::{self, Write};
+use std::net::{TcpListener, ToSocketAddrs};
+use std::os::unix::io::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::cli::Config;
+use crate::store::Store;
+
+/// An idle connection is closed after this long without a byte.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A reply that cannot be written for this long is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long requests in flight may take to finish at a stop.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Why lockd could not start or had to stop.
+#[derive(Debug)]
+pub enum RunError {
+    Store(store::Error),
+    Listen {
+        address: String,
+        source: io::Error,
+    },
+    Setup {
+        what: &'static str,
+        source: io::Error,
+    },
+    Failed(String),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Store(error) => write!(f, "the lock directory is not usable: {error}"),
+            RunError::Listen { address, source } if source.kind() == io::ErrorKind::AddrInUse => {
+                write!(
+                    f,
+                    "cannot listen on {address}: the port is in use (another lockd?); stop it or choose another with --listen"
+                )
+            }
+            RunError::Listen { address, source } => {
+                write!(
+                    f,
+                    "cannot listen on {address}: {source}; check the address given to --listen"
+                )
+            }
+            RunError::Setup { what, source } => write!(f, "cannot {what}: {source}"),
+            RunError::Failed(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Store(error) => Some(error),
+            RunError::Listen { source, .. } | RunError::Setup { source, .. } => Some(source),
+            RunError::Failed(_) => None,
+        }
+    }
+}
+
+/// Set up logging: `--log-level`, else `RUST_LOG`, else info. Under systemd
+/// (`JOURNAL_STREAM` set) lines carry syslog priorities and no timestamps.
+pub fn init_logging(level: Option<log::LevelFilter>) {
+    let mut builder = env_logger::Builder::new();
+    match (level, std::env::var("RUST_LOG")) {
+        (Some(level), _) => builder.filter_level(level),
+        (None, Ok(filters)) => builder.parse_filters(&filters),
+        (None, Err(_)) => builder.filter_level(log::LevelFilter::Info),
+    };
+    // Keep tiny_http's own chatter out of lockd's log unless asked for.
+    if level.is_some_and(|l| l < log::LevelFilter::Trace) {
+        builder.filter_module("tiny_http", log::LevelFilter::Warn);
+    }
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    builder.format(move |out, record| {
+        if journal {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(out, "<{priority}>{}", record.args())
+        } else {
+            let now = clock::Utc::from_system(SystemTime::now()).rfc3339();
+            writeln!(out, "{now} {:<5} {}", record.level(), record.args())
+        }
+    });
+    builder.write_style(env_logger::WriteStyle::Never);
+    let _ = builder.try_init();
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub fn run(config: &Config) -> Result<(), RunError> {
+    // Block the stop signals before any thread starts, so every thread
+    // inherits the mask and only the main thread receives them.
+    let signals = stop_signals();
+    // SAFETY: sigset initialised by stop_signals; blocking signals is sound.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &signals, std::ptr::null_mut()) };
+    raise_file_limit();
+
+    let (store, report) = Store::open(&config.dir).map_err(RunError::Store)?;
+    for name in &report.foreign {
+        log::warn!(
+            "{:?} in the lock directory is not a name lockd writes (gocept.lockd did not encode names); lockd will not see it: rename it to the encoded name or remove it",
+            name
+        );
+    }
+    let listener = listen(&config.listen)?;
+    set_socket_timeouts(&listener).map_err(|source| RunError::Setup {
+        what: "set socket timeouts",
+        source,
+    })?;
+    let address = listener.local_addr().map_err(|source| RunError::Setup {
+        what: "read the bound address",
+        source,
+    })?;
+    let store = Arc::new(store);
+    let settings = server::Settings {
+        threads: config.threads,
+        max_body: 1 << 20,
+        body_timeout: IDLE_TIMEOUT,
+    };
+    let running = server::start(listener, Arc::clone(&store), settings).map_err(|source| {
+        RunError::Setup {
+            what: "start the server threads",
+            source,
+        }
+    })?;
+    log::info!(
+        "lockd {} listening on http://{address}/ with lock directory {} ({} locks held{})",
+        env!("CARGO_PKG_VERSION"),
+        store.dir().display(),
+        report.locks,
+        if report.removed_leftovers > 0 {
+            format!(
+                ", {} leftover temporary files removed",
+                report.removed_leftovers
+            )
+        } else {
+            String::new()
+        }
+    );
+
+    let outcome = wait_for_stop(&signals, &running);
+    let finished = running.stop(STOP_GRACE);
+    store.remove_temporaries();
+    match outcome {
+        Ok(signal) => {
+            if finished {
+                log::info!("stopped on signal {signal}");
+            } else {
+                log::warn!(
+                    "stopped on signal {signal}; some requests did not finish within {STOP_GRACE:?}"
+                );
+            }
+            Ok(())
+        }
+        Err(why) => Err(RunError::Failed(why)),
+    }
+}
+
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a local sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+/// Wait for a stop signal, or for the server to fail.
+fn wait_for_stop(signals: &libc::sigset_t, running: &server::Running) -> Result<i32, String> {
+    let timeout = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 200_000_000,
+    };
+    loop {
+        // SAFETY: sigtimedwait with a valid set and timeout; no info wanted.
+        let signal = unsafe { libc::sigtimedwait(signals, std::ptr::null_mut(), &timeout) };
+        if signal > 0 {
+            return Ok(signal);
+        }
+        if let Some(why) = running.fatal() {
+            return Err(why);
+        }
+    }
+}
+
+fn listen(address: &str) -> Result<TcpListener, RunError> {
+    let error = |source| RunError::Listen {
+        address: address.to_owned(),
+        source,
+    };
+    let addrs: Vec<_> = address.to_socket_addrs().map_err(error)?.collect();
+    TcpListener::bind(addrs.as_slice()).map_err(error)
+}
+
+/// Accepted sockets inherit the listener's timeouts on Linux; tiny_http
+/// sets none of its own.
+fn set_socket_timeouts(listener: &TcpListener) -> io::Result<()> {
+    for (option, timeout) in [
+        (libc::SO_RCVTIMEO, IDLE_TIMEOUT),
+        (libc::SO_SNDTIMEO, WRITE_TIMEOUT),
+    ] {
+        let value = libc::timeval {
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_usec: 0,
+        };
+        // SAFETY: setsockopt on an open socket with a correctly sized timeval.
+        let rc = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&value as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Every connection is a socket and a thread: allow as many sockets as the
+/// hard limit lets us.
+fn raise_file_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Resource names and client strings: what is accepted, and how a resource
+//! name becomes a file name that cannot leave the lock directory.
+//!
+//! Names made only of ASCII letters, digits, `.`, `_` and `-` (and not
+//! starting with `.`) are used as they are, so a directory written by
+//! gocept.lockd keeps working. Every other byte, a `%` and a leading `.` are
+//! percent-encoded (`%2F` for `/`). The encoding is a bijection between names
+//! and canonical file stems: [`decode`] accepts only what [`encode`] produces.
+
+use std::fmt;
+
+/// The suffix of every lock file.
+pub const LOCK_SUFFIX: &str = ".resource.lock";
+
+/// The longest file name most filesystems accept (ext4, xfs, btrfs, NFS).
+const NAME_MAX: usize = 255;
+
+/// The longest encoded resource name: the file name must fit in `NAME_MAX`.
+pub const MAX_ENCODED_RESOURCE: usize = NAME_MAX - LOCK_SUFFIX.len();
+
+/// The longest client string, in bytes.
+pub const MAX_CLIENT: usize = 1024;
+
+/// Why a resource name or client string is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameError {
+    EmptyResource,
+    ResourceTooLong { encoded: usize },
+    EmptyClient,
+    ClientTooLong { len: usize },
+    ClientControl,
+    ClientSpace,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameError::EmptyResource => {
+                write!(f, "the resource name is empty: name the resource to lock")
+            }
+            NameError::ResourceTooLong { encoded } => write!(
+                f,
+                "the resource name is too long: it encodes to a {encoded}-byte file name, the limit is {MAX_ENCODED_RESOURCE}; use a shorter name"
+            ),
+            NameError::EmptyClient => {
+                write!(f, "the client string is empty: say who takes the lock")
+            }
+            NameError::ClientTooLong { len } => {
+                write!(
+                    f,
+                    "the client string is {len} bytes long, the limit is {MAX_CLIENT}; use a shorter one"
+                )
+            }
+            NameError::ClientControl => write!(
+                f,
+                "the client string contains a line break or NUL, which cannot be stored in a lock file and read back; remove it"
+            ),
+            NameError::ClientSpace => write!(
+                f,
+                "the client string starts or ends with white space, which lock files do not keep (gocept.lockd stripped it); remove it"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NameError {}
+
+fn is_plain(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-')
+}
+
+/// The file stem for a resource name, checked for length.
+pub fn encode(resource: &str) -> Result<String, NameError> {
+    if resource.is_empty() {
+        return Err(NameError::EmptyResource);
+    }
+    let mut out = String::with_capacity(resource.len());
+    for (i, &byte) in resource.as_bytes().iter().enumerate() {
+        if is_plain(byte) && !(i == 0 && byte == b'.') {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+    }
+    if out.len() > MAX_ENCODED_RESOURCE {
+        return Err(NameError::ResourceTooLong { encoded: out.len() });
+    }
+    Ok(out)
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// The resource name of a file stem, if the stem is exactly what [`encode`]
+/// produces for some name.
+pub fn decode(stem: &str) -> Option<String> {
+    let bytes = stem.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let value = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            out.push(value);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let name = String::from_utf8(out).ok()?;
+    (encode(&name).ok()? == stem).then_some(name)
+}
+
+/// The resource name of a lock file's name, if it is one lockd can serve.
+pub fn resource_of_file(file_name: &str) -> Option<String> {
+    decode(file_name.strip_suffix(LOCK_SUFFIX)?)
+}
+
+/// Check a client string: it must come back from the lock file unchanged.
+pub fn check_client(client: &str) -> Result<(), NameError> {
+    if client.is_empty() {
+        return Err(NameError::EmptyClient);
+    }
+    if client.len() > MAX_CLIENT {
+        return Err(NameError::ClientTooLong { len: client.len() });
+    }
+    if client.contains(['\n', '\r', '\0']) {
+        return Err(NameError::ClientControl);
+    }
+    if client.trim() != client {
+        return Err(NameError::ClientSpace);
+    }
+    Ok(())
+}
+
+/// Python 2's `repr()` of a byte string holding `text`'s UTF-8 bytes: the
+/// quoting gocept.lockd's fault strings used, which callers parse.
+pub fn py2repr(text: &str) -> String {
+    let raw = text.as_bytes();
+    let quote = if raw.contains(&b'\'') && !raw.contains(&b'"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(raw.len() + 2);
+    out.push(quote);
+    for &byte in raw {
+        let ch = char::from(byte);
+        match byte {
+            b'\\' => out.push_str("\\\\"),
+            b'\t' => out.push_str("\\t"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            _ if ch == quote => {
+                out.push('\\');
+                out.push(ch);
+            }
+            0..0x20 | 0x7f.. => {
+                out.push_str("\\x");
+                out.push(char::from(HEX_LOWER[usize::from(byte >> 4)]));
+                out.push(char::from(HEX_LOWER[usize::from(byte & 0xf)]));
+            }
+            _ => out.push(ch),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_are_kept() {
+        assert_eq!(encode("vm-1.example_com").unwrap(), "vm-1.example_com");
+        assert_eq!(decode("vm-1.example_com").unwrap(), "vm-1.example_com");
+    }
+
+    #[test]
+    fn hostile_names_are_encoded() {
+        assert_eq!(
+            encode("../../etc/cron.d/x").unwrap(),
+            "%2E.%2F..%2Fetc%2Fcron.d%2Fx"
+        );
+        assert_eq!(encode(".").unwrap(), "%2E");
+        assert_eq!(encode("..").unwrap(), "%2E.");
+        assert_eq!(encode("a%b").unwrap(), "a%25b");
+        assert_eq!(encode("a b").unwrap(), "a%20b");
+        assert_eq!(encode("café").unwrap(), "caf%C3%A9");
+        assert_eq!(encode("lockd").unwrap(), "lockd");
+    }
+
+    #[test]
+    fn decode_accepts_only_canonical_stems() {
+        assert_eq!(decode("a%20b").unwrap(), "a b");
+        assert_eq!(decode("%2E.").unwrap(), "..");
+        assert_eq!(decode("a%2db"), None, "lower-case hex is not canonical");
+        assert_eq!(
+            decode("a%2Db"),
+            None,
+            "'-' is plain and must not be encoded"
+        );
+        assert_eq!(decode(".hidden"), None);
+        assert_eq!(decode("a b"), None);
+        assert_eq!(decode("a%2"), None);
+        assert_eq!(decode("%FF"), None, "not UTF-8");
+        assert_eq!(decode(""), None);
+    }
+
+    #[test]
+    fn round_trip_and_no_collision() {
+        let names = [
+            "a",
+            "A",
+            "a/b",
+            "a%2Fb",
+            "%",
+            "%25",
+            ".x",
+            "%2Ex",
+            "x.",
+            "\u{1F512}",
+            " ",
+            "\t",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            let stem = encode(name).unwrap();
+            assert!(!stem.contains('/') && !stem.starts_with('.'), "{stem}");
+            assert_eq!(decode(&stem).as_deref(), Some(name));
+            assert!(seen.insert(stem), "collision for {name:?}");
+        }
+    }
+
+    #[test]
+    fn length_limits() {
+        assert!(encode(&"a".repeat(MAX_ENCODED_RESOURCE)).is_ok());
+        assert_eq!(
+            encode(&"a".repeat(MAX_ENCODED_RESOURCE + 1)),
+            Err(NameError::ResourceTooLong {
+                encoded: MAX_ENCODED_RESOURCE + 1
+            })
+        );
+        assert_eq!(
+            encode(&"/".repeat(81)),
+            Err(NameError::ResourceTooLong { encoded: 243 })
+        );
+        assert_eq!(encode(""), Err(NameError::EmptyResource));
+    }
+
+    #[test]
+    fn client_checks() {
+        assert_eq!(check_client("node1"), Ok(()));
+        assert_eq!(check_client("tab\there"), Ok(()));
+        assert_eq!(check_client(""), Err(NameError::EmptyClient));
+        assert_eq!(check_client("a\nb"), Err(NameError::ClientControl));
+        assert_eq!(check_client("a\0b"), Err(NameError::ClientControl));
+        assert_eq!(check_client(" a"), Err(NameError::ClientSpace));
+        assert_eq!(
+            check_client(&"x".repeat(MAX_CLIENT + 1)),
+            Err(NameError::ClientTooLong {
+                len: MAX_CLIENT + 1
+            })
+        );
+    }
+
+    #[test]
+    fn py2repr_matches_wire_md() {
+        assert_eq!(py2repr("client1"), "'client1'");
+        assert_eq!(py2repr("O'Brien"), "\"O'Brien\"");
+        assert_eq!(py2repr("say \"hi\""), "'say \"hi\"'");
+        assert_eq!(py2repr("both 'and\""), "'both \\'and\"'");
+        assert_eq!(py2repr("back\\slash"), "'back\\\\slash'");
+        assert_eq!(py2repr("tab\there"), "'tab\\there'");
+        assert_eq!(py2repr("café"), "'caf\\xc3\\xa9'");
+        assert_eq!(py2repr("a\nb\rc\u{1}\u{7f}"), "'a\\nb\\rc\\x01\\x7f'");
+    }
+}

@@ -1,0 +1,453 @@
+//! The HTTP side: tiny_http, worker threads, the syncer, routing, and the one
+//! place where errors become faults and HTTP statuses.
+//!
+//! Worker threads take requests from tiny_http and run them against the lock
+//! core. They never wait for the disk: a reply that depends on a change not
+//! yet on stable storage goes to the syncer thread, which fsyncs the lock
+//! directory once for everything queued and then sends those replies (group
+//! commit). A request whose body is not already in memory (large, chunked,
+//! or `Expect: 100-continue`) is read on a thread of its own, so a slow client
+//! holds up nobody else.
+
+use std::io::{self, Cursor};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
+
+use crate::api::{self, Event, Outcome, Reply};
+use crate::store::Store;
+use crate::xmlrpc::{self, Fault, FaultCode};
+
+/// How the server behaves; see the command line for the defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Worker threads taking requests from tiny_http.
+    pub threads: usize,
+    /// The largest request body accepted.
+    pub max_body: usize,
+    /// How long a whole request body may take to arrive.
+    pub body_timeout: Duration,
+}
+
+/// A declared body larger than this is never read or drained: tiny_http
+/// 0.12 would allocate the declared size at once when the request is
+/// dropped, which aborts the process for absurd sizes. Such a request is
+/// abandoned instead (see [`Shared::abandon`]).
+const ABSURD_BODY: usize = 1 << 30;
+
+/// After this many abandoned requests lockd exits for a clean restart: each
+/// one keeps a socket and a tiny_http thread until the process ends.
+const MAX_ABANDONED: usize = 64;
+
+type Body = Response<Cursor<Vec<u8>>>;
+
+/// A reply waiting for the directory fsync.
+struct Pending {
+    request: Request,
+    reply: Reply,
+    started: Instant,
+}
+
+struct Shared {
+    store: Arc<Store>,
+    server: Server,
+    settings: Settings,
+    queue: Mutex<Vec<Pending>>,
+    queued: Condvar,
+    stopping: AtomicBool,
+    /// Set once no worker or slow-body thread can queue a reply any more.
+    drained: AtomicBool,
+    slow_in_flight: AtomicUsize,
+    abandoned: AtomicUsize,
+    fatal: Mutex<Option<String>>,
+}
+
+/// A running server; [`Running::stop`] ends it gracefully.
+pub struct Running {
+    shared: Arc<Shared>,
+    workers: Vec<thread::JoinHandle<()>>,
+    syncer: thread::JoinHandle<()>,
+}
+
+/// Start serving on `listener`.
+pub fn start(listener: TcpListener, store: Arc<Store>, settings: Settings) -> io::Result<Running> {
+    let server = Server::from_listener(listener, None).map_err(io::Error::other)?;
+    let threads = settings.threads.max(1);
+    let shared = Arc::new(Shared {
+        store,
+        server,
+        settings,
+        queue: Mutex::new(Vec::new()),
+        queued: Condvar::new(),
+        stopping: AtomicBool::new(false),
+        drained: AtomicBool::new(false),
+        slow_in_flight: AtomicUsize::new(0),
+        abandoned: AtomicUsize::new(0),
+        fatal: Mutex::new(None),
+    });
+    let syncer = {
+        let shared = Arc::clone(&shared);
+        thread::Builder::new()
+            .name("syncer".into())
+            .spawn(move || syncer(&shared))?
+    };
+    let mut workers = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let shared = Arc::clone(&shared);
+        workers.push(
+            thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || worker(&shared))?,
+        );
+    }
+    Ok(Running {
+        shared,
+        workers,
+        syncer,
+    })
+}
+
+impl Running {
+    /// Why the server cannot go on, once it cannot.
+    pub fn fatal(&self) -> Option<String> {
+        self.shared
+            .fatal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stop taking requests, let those in flight finish (up to `grace`),
+    /// sync, and return whether everything finished in time.
+    pub fn stop(self, grace: Duration) -> bool {
+        let shared = &self.shared;
+        shared.stopping.store(true, Ordering::SeqCst);
+        for _ in 0..self.workers.len() {
+            shared.server.unblock();
+        }
+        let deadline = Instant::now() + grace;
+        let mut finished = true;
+        for worker in self.workers {
+            finished &= join_by(worker, deadline);
+        }
+        while shared.slow_in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        shared.drained.store(true, Ordering::SeqCst);
+        shared.queued.notify_all();
+        finished &= join_by(self.syncer, deadline);
+        finished
+    }
+}
+
+fn join_by(handle: thread::JoinHandle<()>, deadline: Instant) -> bool {
+    while !handle.is_finished() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    handle.join().is_ok()
+}
+
+impl Shared {
+    fn fail(&self, why: String) {
+        log::error!("{why}");
+        self.fatal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(why);
+    }
+
+    /// Give up on a request without reading or answering it.
+    fn abandon(&self, request: Request, why: &str) {
+        log::warn!("{why}; closing without an answer");
+        std::mem::forget(request);
+        let n = self.abandoned.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= MAX_ABANDONED {
+            self.fail(format!(
+                "{n} requests abandoned; exiting so that a restart frees their sockets"
+            ));
+        }
+    }
+}
+
+fn worker(shared: &Arc<Shared>) {
+    loop {
+        let request = match shared.server.recv() {
+            Ok(request) => request,
+            Err(error) => {
+                if !shared.stopping.load(Ordering::SeqCst) {
+                    shared.fail(format!(
+                        "the HTTP server stopped accepting connections: {error}"
+                    ));
+                }
+                return;
+            }
+        };
+        if body_in_memory(&request) {
+            handle(shared, request);
+        } else {
+            let inner = Arc::clone(shared);
+            shared.slow_in_flight.fetch_add(1, Ordering::SeqCst);
+            let spawned = thread::Builder::new()
+                .name("slow-body".into())
+                .spawn(move || {
+                    handle(&inner, request);
+                    inner.slow_in_flight.fetch_sub(1, Ordering::SeqCst);
+                });
+            if let Err(error) = spawned {
+                shared.slow_in_flight.fetch_sub(1, Ordering::SeqCst);
+                log::error!("could not start a thread for a request: {error}");
+            }
+        }
+    }
+}
+
+/// Whether tiny_http has already read the whole body into memory: it does
+/// for a Content-Length up to 1024 bytes without `Expect: 100-continue`.
+fn body_in_memory(request: &Request) -> bool {
+    let expects = request.headers().iter().any(|h| h.field.equiv("Expect"));
+    let chunked = request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("Transfer-Encoding"));
+    !chunked
+        && (request.body_length().unwrap_or(0) == 0
+            || (request.body_length().unwrap_or(0) <= 1024 && !expects))
+}
+
+fn handle(shared: &Shared, mut request: Request) {
+    let started = Instant::now();
+    let path = request.url().split('?').next().unwrap_or_default();
+    let rpc_path = matches!(path, "/" | "/RPC2");
+    match (request.method(), rpc_path) {
+        (Method::Post, true) => {}
+        (_, true) => {
+            let header = header("Allow", "POST");
+            return send(
+                request,
+                plain(
+                    405,
+                    "lockd answers XML-RPC calls: POST them to / or /RPC2\n",
+                )
+                .with_header(header),
+            );
+        }
+        (_, false) => {
+            let message = format!("no such path {path:?}: POST XML-RPC calls to / or /RPC2\n");
+            return send(request, plain(404, &message));
+        }
+    }
+    let peer = peer_of(&request);
+    let body = match read_body(&mut request, &shared.settings, started) {
+        Ok(body) => body,
+        Err(BodyError::TooLarge(declared)) => {
+            let limit = shared.settings.max_body;
+            log::warn!("request from {peer} refused: its body is larger than {limit} bytes");
+            if declared > ABSURD_BODY {
+                return shared.abandon(
+                    request,
+                    &format!("request from {peer} declares a {declared}-byte body"),
+                );
+            }
+            let message = format!(
+                "the request body is larger than {limit} bytes; lockd calls are a few hundred bytes\n"
+            );
+            return send(request, plain(413, &message));
+        }
+        Err(BodyError::Slow) => {
+            log::warn!(
+                "request from {peer} refused: its body took longer than {:?}",
+                shared.settings.body_timeout
+            );
+            return send(
+                request,
+                plain(408, "the request body did not arrive in time\n"),
+            );
+        }
+        Err(BodyError::Io(error)) => {
+            log::warn!("request from {peer} dropped: reading its body failed: {error}");
+            return send(request, plain(400, "the request body could not be read\n"));
+        }
+    };
+    log::debug!("< {peer} {}", String::from_utf8_lossy(&body));
+    let reply = match xmlrpc::parse_call(&body) {
+        Ok(call) => api::dispatch(&shared.store, &call),
+        Err(fault) => {
+            log::warn!("request from {peer} refused: {}", fault.message);
+            Reply {
+                value: Err(fault),
+                seq: 0,
+                events: Vec::new(),
+            }
+        }
+    };
+    if shared.store.is_durable(reply.seq) {
+        finish(request, reply, started);
+    } else {
+        let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.push(Pending {
+            request,
+            reply,
+            started,
+        });
+        shared.queued.notify_one();
+    }
+}
+
+/// Sync the lock directory for every queued reply, then send them. Once a
+/// second, also remove content files no new lock will link to.
+fn syncer(shared: &Shared) {
+    let mut swept = Instant::now();
+    while let Some(batch) = next_batch(shared) {
+        if swept.elapsed() >= Duration::from_secs(1) {
+            shared.store.remove_stale_contents();
+            swept = Instant::now();
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let synced = shared.store.sync();
+        for mut pending in batch {
+            if let Err(error) = &synced {
+                let message = format!(
+                    "the change was made but could not be made durable: {error}; it may be lost in a crash, check status before relying on it"
+                );
+                log::error!("{message}");
+                pending.reply.value = Err(Fault::new(FaultCode::Internal, message));
+            }
+            finish(pending.request, pending.reply, pending.started);
+        }
+    }
+}
+
+/// Everything queued, after waiting up to 200 ms for something; `None` once
+/// the server stops and nothing is left.
+fn next_batch(shared: &Shared) -> Option<Vec<Pending>> {
+    let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+    if queue.is_empty() {
+        if shared.drained.load(Ordering::SeqCst) {
+            return None;
+        }
+        queue = shared
+            .queued
+            .wait_timeout(queue, Duration::from_millis(200))
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+    Some(std::mem::take(&mut *queue))
+}
+
+/// Send a reply and log what it did.
+fn finish(request: Request, reply: Reply, started: Instant) {
+    let peer = peer_of(&request);
+    let body = match &reply.value {
+        Ok(value) => xmlrpc::write_response(value),
+        Err(fault) => xmlrpc::write_fault(fault),
+    };
+    log::debug!("> {peer} {}", String::from_utf8_lossy(&body));
+    send(
+        request,
+        Response::from_data(body).with_header(header("Content-Type", "text/xml")),
+    );
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    for event in &reply.events {
+        log_event(event, &peer, ms);
+    }
+    if let (true, Err(fault)) = (reply.events.is_empty(), &reply.value) {
+        log::warn!(
+            "call from {peer} faulted ({}): {}",
+            fault.code as i32,
+            fault.message
+        );
+    }
+}
+
+fn log_event(event: &Event, peer: &str, ms: f64) {
+    let who = match &event.client {
+        Some(client) => format!(
+            "{} {:?} by {:?} from {peer}",
+            event.method, event.resource, client
+        ),
+        None => format!("{} {:?} from {peer}", event.method, event.resource),
+    };
+    match &event.outcome {
+        Outcome::Done if event.method == "lock" => log::info!("{who}: granted ({ms:.2} ms)"),
+        Outcome::Done => log::info!("{who}: released ({ms:.2} ms)"),
+        Outcome::Refused(why) => log::info!("{who}: refused, {why} ({ms:.2} ms)"),
+        Outcome::Invalid(why) => log::warn!("{who}: invalid, {why} ({ms:.2} ms)"),
+        Outcome::Failed(why) => log::error!("{who}: failed, {why} ({ms:.2} ms)"),
+    }
+}
+
+fn send(request: Request, response: Body) {
+    if let Err(error) = request.respond(response) {
+        log::debug!("could not send a reply: {error}");
+    }
+}
+
+fn peer_of(request: &Request) -> String {
+    request
+        .remote_addr()
+        .map_or_else(|| "unknown".to_owned(), SocketAddr::to_string)
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes())
+        .expect("static header names and values are ASCII")
+}
+
+fn plain(status: u16, text: &str) -> Body {
+    Response::from_data(text.as_bytes().to_vec())
+        .with_status_code(StatusCode(status))
+        .with_header(header("Content-Type", "text/plain; charset=utf-8"))
+}
+
+enum BodyError {
+    TooLarge(usize),
+    Slow,
+    Io(io::Error),
+}
+
+fn read_body(
+    request: &mut Request,
+    settings: &Settings,
+    started: Instant,
+) -> Result<Vec<u8>, BodyError> {
+    let limit = settings.max_body;
+    if let Some(declared) = request.body_length().filter(|&n| n > limit) {
+        return Err(BodyError::TooLarge(declared));
+    }
+    let reader = request.as_reader();
+    let mut body = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 8192];
+    loop {
+        if started.elapsed() > settings.body_timeout {
+            return Err(BodyError::Slow);
+        }
+        match reader.read(&mut chunk) {
+            Ok(0) => return Ok(body),
+            Ok(n) => {
+                body.extend_from_slice(&chunk[..n]);
+                if body.len() > limit {
+                    return Err(BodyError::TooLarge(body.len()));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(BodyError::Slow);
+            }
+            Err(e) => return Err(BodyError::Io(e)),
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! All integration tests, in one binary: each module starts the real lockd.
+
+mod support;
+
+mod daemon;

@@ -1,0 +1,318 @@
+//! Test support: start the real `lockd` binary on port 0 with its own lock
+//! directory, talk to it with curl and Python's xmlrpc.client, and show its
+//! log when a test fails.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const LOCKD: &str = env!("CARGO_BIN_EXE_lockd");
+
+/// A running lockd. Killed on drop; its log is printed if the test failed.
+pub struct Daemon {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    log: Arc<Mutex<String>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+pub struct Options {
+    pub dir: Option<PathBuf>,
+    pub listen: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            dir: None,
+            listen: "127.0.0.1:0".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+impl Daemon {
+    /// lockd on a fresh temporary directory.
+    pub fn start() -> Daemon {
+        Daemon::start_with(Options::default())
+    }
+
+    /// lockd on `dir` (kept after the daemon stops).
+    pub fn start_in(dir: &Path) -> Daemon {
+        Daemon::start_with(Options {
+            dir: Some(dir.to_path_buf()),
+            ..Options::default()
+        })
+    }
+
+    pub fn start_with(options: Options) -> Daemon {
+        let (temp, dir) = match options.dir {
+            Some(dir) => (None, dir),
+            None => {
+                let temp = tempfile::tempdir().expect("temporary directory");
+                let dir = temp.path().join("locks");
+                (Some(temp), dir)
+            }
+        };
+        let mut command = Command::new(LOCKD);
+        command
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--listen")
+            .arg(&options.listen)
+            .args(&options.args)
+            .env_remove("RUST_LOG")
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start lockd");
+        let stderr = child.stderr.take().expect("lockd's stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    {
+                        let mut log = log.lock().unwrap();
+                        log.push_str(&line);
+                        log.push('\n');
+                    }
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let addr = rest.split('/').next().unwrap_or_default().to_owned();
+                        let _ = tx.send(addr);
+                    }
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr.parse().expect("lockd logs a socket address"),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "lockd did not start ({status:?}); its log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Daemon {
+            child: Some(child),
+            addr,
+            dir,
+            log,
+            _temp: temp,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Wait until the log contains `text`.
+    pub fn wait_for_log(&self, text: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// SIGKILL, and wait for the process to end.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Send a signal and wait for the exit status (up to 20 s).
+    pub fn signal_and_wait(&mut self, signal: i32) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "lockd did not exit after signal {signal}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// The file names in the lock directory, sorted.
+    pub fn files(&self) -> Vec<String> {
+        files_in(&self.dir)
+    }
+
+    /// The file names in the lock directory without lockd's content files
+    /// (`.lockd-*.tmp`, shared by a client's locks for up to a second).
+    pub fn lock_files(&self) -> Vec<String> {
+        self.files()
+            .into_iter()
+            .filter(|f| !(f.starts_with(".lockd-") && f.ends_with(".tmp")))
+            .collect()
+    }
+
+    /// Call a method with Python's xmlrpc.client; see [`python`].
+    pub fn py(&self, calls: &str) -> String {
+        python(&self.url(), calls)
+    }
+
+    /// POST a body with curl; returns the response body.
+    pub fn curl(&self, path: &str, body: &str) -> String {
+        curl(&[
+            &format!("{}{}", self.url(), path),
+            "-H",
+            "Content-Type: text/xml",
+            "--data-binary",
+            body,
+        ])
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- lockd log ---\n{}--- end of lockd log ---", self.log());
+        }
+    }
+}
+
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+/// Run a Python snippet with `s` bound to `xmlrpc.client.ServerProxy(url)`
+/// and `x` to `xmlrpc.client`. `call(expr)` prints the result or
+/// `FAULT <code> <string>`, one line per call. Returns stdout.
+pub fn python(url: &str, calls: &str) -> String {
+    let script = format!(
+        "import sys, xmlrpc.client as x\n\
+         s = x.ServerProxy(sys.argv[1])\n\
+         def call(f):\n    try:\n        print(repr(f()))\n    except x.Fault as e:\n        print('FAULT', e.faultCode, e.faultString)\n\
+         {calls}\n"
+    );
+    let output = run(Command::new("python3").arg("-c").arg(&script).arg(url));
+    assert!(
+        output.status.success(),
+        "python failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        script
+    );
+    String::from_utf8(output.stdout).expect("python prints UTF-8")
+}
+
+/// Run curl with `args` (silent, failing on nothing); returns stdout.
+pub fn curl(args: &[&str]) -> String {
+    let output = run(Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args));
+    assert!(
+        output.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn run(command: &mut Command) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+/// An XML-RPC call body as Python's xmlrpc.client writes it.
+pub fn call_body(method: &str, params: &[&str]) -> String {
+    let mut body = format!(
+        "<?xml version='1.0'?>\n<methodCall>\n<methodName>{method}</methodName>\n<params>\n"
+    );
+    for p in params {
+        body.push_str(&format!(
+            "<param>\n<value><string>{p}</string></value>\n</param>\n"
+        ));
+    }
+    body.push_str("</params>\n</methodCall>\n");
+    body
+}
+
+/// Send raw bytes on a new connection and read the reply until the server
+/// closes or `wait` passes.
+pub fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let _ = stream.write_all(bytes);
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// A one-shot HTTP/1.1 POST with Connection: close.
+pub fn post(addr: SocketAddr, path: &str, body: &str) -> String {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw(addr, request.as_bytes(), Duration::from_secs(10))
+}
