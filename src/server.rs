@@ -40,8 +40,9 @@ pub struct Settings {
 const ABSURD_BODY: usize = 1 << 30;
 
 /// After this many abandoned requests lockd exits for a clean restart: each
-/// one keeps a socket and a tiny_http thread until the process ends.
-const MAX_ABANDONED: usize = 64;
+/// one keeps a socket and a tiny_http thread (about 16 KiB) until the
+/// process ends.
+const MAX_ABANDONED: usize = 1024;
 
 type Body = Response<Cursor<Vec<u8>>>;
 
@@ -165,7 +166,9 @@ impl Shared {
 
     /// Give up on a request without reading or answering it.
     fn abandon(&self, request: Request, why: &str) {
-        log::warn!("{why}; closing without an answer");
+        log::warn!(
+            "{why}; leaving it unanswered (tiny_http cannot drop it safely), its connection is freed at the next restart"
+        );
         std::mem::forget(request);
         let n = self.abandoned.fetch_add(1, Ordering::SeqCst) + 1;
         if n >= MAX_ABANDONED {
