@@ -9,10 +9,12 @@
 //!
 //! Modules: [`cli`] (options), [`store`] (the lock core), [`names`] (resource
 //! names to file names), [`xmlrpc`] (the codec), [`api`] (the methods),
-//! [`server`] (HTTP), [`clock`] (UTC times).
+//! [`server`] (HTTP), [`clock`] (UTC times), [`client`] (the XML-RPC client
+//! `lockcmd` uses).
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod names;
 pub mod server;

@@ -1,0 +1,723 @@
+//! The `lockcmd` binary: take and release lockd's locks from shell scripts,
+//! systemd units and cluster agents, with exit statuses that tell a refusal
+//! from an unreachable daemon from a bad command line.
+//!
+//! `main` parses the command line into an [`Invocation`], runs it, and turns
+//! the outcome into an exit status; the statuses are listed in [`usage`].
+
+use std::collections::hash_map::RandomState;
+use std::ffi::OsString;
+use std::hash::BuildHasher;
+use std::io::{self, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use getopts::Options;
+use lockd::cli::DEFAULT_LISTEN;
+use lockd::client::{self, Client, Endpoint, Error};
+use lockd::xmlrpc::{FaultCode, Value};
+
+/// Exit statuses (sysexits.h names where there is one).
+const REFUSED: u8 = 1;
+const USAGE: u8 = 2;
+const DATAERR: u8 = 65;
+const UNAVAILABLE: u8 = 69;
+const TEMPFAIL: u8 = 75;
+const CANNOT_EXECUTE: u8 = 126;
+const NOT_FOUND: u8 = 127;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest pause between two attempts under `--wait`.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What the command line asks for.
+#[derive(Debug)]
+struct Invocation {
+    endpoint: Endpoint,
+    timeout: Duration,
+    wait: Duration,
+    quiet: bool,
+    json: bool,
+    action: Action,
+}
+
+#[derive(Debug)]
+enum Action {
+    Lock {
+        resource: String,
+        client: String,
+    },
+    Unlock {
+        resource: String,
+        client: String,
+    },
+    Status {
+        resource: String,
+    },
+    List,
+    Run {
+        resource: String,
+        client: String,
+        command: Vec<OsString>,
+    },
+}
+
+enum Parsed {
+    Run(Invocation),
+    Help,
+    Version,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let from_env = std::env::var("LOCKD_URL").ok().filter(|u| !u.is_empty());
+    let invocation = match parse(args, from_env.as_deref()) {
+        Ok(Parsed::Run(invocation)) => invocation,
+        Ok(Parsed::Help) => {
+            print!("{}", usage());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("lockcmd {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("lockcmd: {message}\n{SYNOPSIS}\nRun 'lockcmd --help' for more.");
+            return ExitCode::from(USAGE);
+        }
+    };
+    ExitCode::from(run(invocation))
+}
+
+const SYNOPSIS: &str = "\
+Usage: lockcmd [OPTIONS] lock RESOURCE CLIENT
+       lockcmd [OPTIONS] unlock RESOURCE CLIENT
+       lockcmd [OPTIONS] status RESOURCE
+       lockcmd [OPTIONS] list
+       lockcmd [OPTIONS] run RESOURCE CLIENT -- COMMAND [ARGS...]";
+
+fn options() -> Options {
+    let mut opts = Options::new();
+    opts.optopt(
+        "s",
+        "server",
+        &format!(
+            "lockd's address, http://HOST:PORT/ or HOST:PORT [$LOCKD_URL, else {DEFAULT_LISTEN}]"
+        ),
+        "URL",
+    );
+    opts.optopt(
+        "w",
+        "wait",
+        "lock and run: if the resource is locked or lockd cannot be reached, keep trying for up to SECONDS [0: try once]",
+        "SECONDS",
+    );
+    opts.optopt(
+        "",
+        "timeout",
+        &format!(
+            "give up on lockd if it does not answer a call within SECONDS [{}]",
+            DEFAULT_TIMEOUT.as_secs()
+        ),
+        "SECONDS",
+    );
+    opts.optflag("", "json", "status and list: print JSON");
+    opts.optflag(
+        "q",
+        "quiet",
+        "print no messages on stderr (except for a bad command line)",
+    );
+    opts.optflag("h", "help", "print this help and exit");
+    opts.optflag("V", "version", "print the version and exit");
+    opts
+}
+
+/// The help text.
+fn usage() -> String {
+    let brief = format!(
+        "{SYNOPSIS}
+
+Take and release locks held by lockd, from shell scripts, systemd units and
+cluster agents.
+
+  lock     take the lock on RESOURCE for CLIENT
+  unlock   release the lock CLIENT holds on RESOURCE
+  status   print who holds RESOURCE and since when, or that it is free
+  list     print every held lock, one per line: RESOURCE, CLIENT and SINCE
+           (UTC) separated by tabs; a tab, LF, CR or backslash in a name is
+           written as \\t, \\n, \\r or \\\\
+  run      take the lock, run COMMAND, and release the lock when COMMAND
+           exits, also when it fails; exit with COMMAND's status. SIGTERM,
+           SIGINT and SIGHUP sent to lockcmd are passed on to COMMAND. If
+           lockcmd itself is killed (SIGKILL, a crash, a lost node) the lock
+           stays held, so no other node takes over a resource whose user is
+           in an unknown state; release it by hand with unlock.
+
+--wait retries a lock that is held by someone else and a daemon that cannot
+be reached (nothing was sent), pausing 50 ms, doubling up to 1 s, with
+jitter. It does not retry after a timeout or a broken reply: the lock may
+have been granted then."
+    );
+    format!(
+        "{}
+Exit status:
+  0    done
+  1    refused by lockd: already locked, locked by another client, or not
+       locked (the message is lockd's); also when --wait runs out
+  2    bad command line
+  65   lockd rejected the call as invalid (e.g. a client name with a line
+       break, or a method it does not have)
+  69   lockd could not be reached, answered something that is not
+       XML-RPC, the connection broke, or lockd could not use its lock
+       directory
+  75   lockd did not answer within --timeout (the call may have been done)
+  run: COMMAND's exit status, 128+N if it was killed by signal N, 126 if it
+       could not be started, 127 if it was not found. If the lock could not
+       be taken, the status as for lock; if COMMAND succeeded but the lock
+       could not be released, the status as for unlock.
+",
+        options().usage(&brief)
+    )
+}
+
+fn parse(mut args: Vec<OsString>, from_env: Option<&str>) -> Result<Parsed, String> {
+    // Everything after `--` is run's command, never lockcmd's options.
+    let command = match args.iter().position(|a| a == "--") {
+        Some(i) => {
+            let command = args.split_off(i + 1);
+            args.pop();
+            Some(command)
+        }
+        None => None,
+    };
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| {
+            a.into_string()
+                .map_err(|a| format!("{a:?} is not valid UTF-8"))
+        })
+        .collect::<Result<_, _>>()?;
+    let matches = options().parse(&args).map_err(|e| e.to_string())?;
+    if matches.opt_present("help") {
+        return Ok(Parsed::Help);
+    }
+    if matches.opt_present("version") {
+        return Ok(Parsed::Version);
+    }
+    let server = matches
+        .opt_str("server")
+        .or_else(|| from_env.map(str::to_owned))
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let default_port = DEFAULT_LISTEN
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(7390);
+    let endpoint = Endpoint::parse(&server, default_port)?;
+    let seconds = |name: &str, default: Duration, zero_ok: bool| match matches.opt_str(name) {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<f64>()
+            .ok()
+            .filter(|s| (*s > 0.0 || (zero_ok && *s == 0.0)) && *s <= 1e9)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| {
+                format!(
+                    "--{name} takes a number of seconds{}, not {text:?}",
+                    if zero_ok { "" } else { " above 0" }
+                )
+            }),
+    };
+    let timeout = seconds("timeout", DEFAULT_TIMEOUT, false)?;
+    let wait = seconds("wait", Duration::ZERO, true)?;
+
+    let words: Vec<&str> = matches.free.iter().map(String::as_str).collect();
+    let Some((&name, operands)) = words.split_first() else {
+        return Err("no command given; the commands are lock, unlock, status, list and run".into());
+    };
+    if command.is_some() && name != "run" {
+        return Err(format!("{name} takes no COMMAND after --; only run does"));
+    }
+    let action = match name {
+        "lock" => {
+            let [resource, client] = operands_of(name, operands, ["RESOURCE", "CLIENT"])?;
+            Action::Lock { resource, client }
+        }
+        "unlock" => {
+            let [resource, client] = operands_of(name, operands, ["RESOURCE", "CLIENT"])?;
+            Action::Unlock { resource, client }
+        }
+        "status" => {
+            let [resource] = operands_of(name, operands, ["RESOURCE"])?;
+            Action::Status { resource }
+        }
+        "list" => {
+            let [] = operands_of(name, operands, [])?;
+            Action::List
+        }
+        "run" => {
+            let command = match command {
+                Some(command) if !command.is_empty() => command,
+                Some(_) => return Err("run: no COMMAND after --".into()),
+                None => return Err("run needs -- between CLIENT and the COMMAND to run".into()),
+            };
+            let [resource, client] = operands_of(name, operands, ["RESOURCE", "CLIENT"])?;
+            Action::Run {
+                resource,
+                client,
+                command,
+            }
+        }
+        other => {
+            return Err(format!(
+                "unknown command {other:?}; the commands are lock, unlock, status, list and run"
+            ));
+        }
+    };
+    if matches.opt_present("wait") && !matches!(action, Action::Lock { .. } | Action::Run { .. }) {
+        return Err(format!("--wait is for lock and run, not {name}"));
+    }
+    let json = matches.opt_present("json");
+    if json && !matches!(action, Action::Status { .. } | Action::List) {
+        return Err(format!("--json is for status and list, not {name}"));
+    }
+    Ok(Parsed::Run(Invocation {
+        endpoint,
+        timeout,
+        wait,
+        quiet: matches.opt_present("quiet"),
+        json,
+        action,
+    }))
+}
+
+/// A command's operands, one for each of `names`.
+fn operands_of<const N: usize>(
+    command: &str,
+    operands: &[&str],
+    names: [&str; N],
+) -> Result<[String; N], String> {
+    if operands.iter().any(|o| o.is_empty()) {
+        return Err(format!("{command}: an empty string is not a name"));
+    }
+    let got: Vec<String> = operands.iter().map(|o| (*o).to_owned()).collect();
+    <[String; N]>::try_from(got).map_err(|got| {
+        let wanted = if N == 0 {
+            "no arguments".to_owned()
+        } else {
+            names.join(" ")
+        };
+        format!(
+            "{command} takes {wanted}, got {} argument{}",
+            got.len(),
+            if got.len() == 1 { "" } else { "s" }
+        )
+    })
+}
+
+/// Carry out the invocation; the exit status.
+fn run(invocation: Invocation) -> u8 {
+    let Invocation {
+        endpoint,
+        timeout,
+        wait,
+        quiet,
+        json,
+        action,
+    } = invocation;
+    let mut client = Client::new(endpoint, timeout);
+    let say = |message: &str| {
+        if !quiet {
+            eprintln!("lockcmd: {message}");
+        }
+    };
+    let fail = |error: &Error| {
+        say(&describe(error));
+        exit_status(error)
+    };
+    let fail_waiting = |error: &Error| {
+        if wait.is_zero() {
+            fail(error)
+        } else {
+            say(&format!(
+                "{}; gave up after waiting {} s",
+                describe(error),
+                wait.as_secs_f64()
+            ));
+            exit_status(error)
+        }
+    };
+    match action {
+        Action::Lock {
+            resource,
+            client: name,
+        } => match lock_waiting(&mut client, &resource, &name, wait) {
+            Ok(()) => 0,
+            Err(error) => fail_waiting(&error),
+        },
+        Action::Unlock {
+            resource,
+            client: name,
+        } => match client.unlock(&resource, &name) {
+            Ok(()) => 0,
+            Err(error) => fail(&error),
+        },
+        Action::Status { resource } => {
+            let shown = client
+                .call("status", &[&resource])
+                .and_then(|value| Held::from_status(&value, client.endpoint()))
+                .map(|held| match (json, held) {
+                    (true, held) => Held::json(&resource, held.as_ref()),
+                    (false, Some(held)) => format!(
+                        "{} is locked by {} since {}",
+                        resource, held.client, held.since
+                    ),
+                    (false, None) => format!("{resource} is free"),
+                });
+            match shown {
+                Ok(line) => print_out(&format!("{line}\n")),
+                Err(error) => fail(&error),
+            }
+        }
+        Action::List => {
+            let listed = client.call("locks", &[]).and_then(|value| {
+                let Value::Array(items) = value else {
+                    return Err(unexpected(client.endpoint(), "locks"));
+                };
+                items
+                    .iter()
+                    .map(|item| {
+                        let resource = item.member("resource").and_then(Value::as_str);
+                        match (resource, Held::from_status(item, client.endpoint())?) {
+                            (Some(resource), Some(held)) => Ok((resource.to_owned(), held)),
+                            _ => Err(unexpected(client.endpoint(), "locks")),
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            match listed {
+                Ok(locks) if json => {
+                    let items: Vec<String> = locks
+                        .iter()
+                        .map(|(resource, held)| Held::json(resource, Some(held)))
+                        .collect();
+                    print_out(&format!("[{}]\n", items.join(",\n ")))
+                }
+                Ok(locks) => {
+                    let mut out = String::new();
+                    for (resource, held) in &locks {
+                        out.push_str(&format!(
+                            "{}\t{}\t{}\n",
+                            tsv(resource),
+                            tsv(&held.client),
+                            held.since
+                        ));
+                    }
+                    print_out(&out)
+                }
+                Err(error) => fail(&error),
+            }
+        }
+        Action::Run {
+            resource,
+            client: name,
+            command,
+        } => {
+            if let Err(error) = lock_waiting(&mut client, &resource, &name, wait) {
+                return fail_waiting(&error);
+            }
+            let status = match run_child(&command) {
+                Ok(status) => status,
+                Err(e) => {
+                    say(&format!("cannot run {:?}: {e}", command[0]));
+                    if e.kind() == io::ErrorKind::NotFound {
+                        NOT_FOUND
+                    } else {
+                        CANNOT_EXECUTE
+                    }
+                }
+            };
+            match client.unlock(&resource, &name) {
+                Ok(()) => status,
+                Err(error) => {
+                    say(&format!(
+                        "the lock on {resource:?} was not released, it stays held: {}",
+                        describe(&error)
+                    ));
+                    if status == 0 {
+                        exit_status(&error)
+                    } else {
+                        status
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Take the lock, retrying under `--wait` while it is held by someone else
+/// or lockd cannot be reached.
+fn lock_waiting(
+    client: &mut Client,
+    resource: &str,
+    name: &str,
+    wait: Duration,
+) -> Result<(), Error> {
+    let deadline = Instant::now() + wait;
+    let random = RandomState::new();
+    let mut pause = FIRST_BACKOFF;
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let error = match client.lock(resource, name) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let retry = client::is_refusal(&error) || matches!(error, Error::Unreachable { .. });
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !retry || left.is_zero() {
+            return Err(error);
+        }
+        // Sleep between half and all of the pause, so that waiting clients
+        // released at the same moment do not all come back at once.
+        let jitter = random.hash_one(attempt) as f64 / u64::MAX as f64;
+        std::thread::sleep(pause.mul_f64(0.5 + 0.5 * jitter).min(left));
+        pause = (pause * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Run the command with the stop signals passed on; its exit status.
+fn run_child(command: &[OsString]) -> io::Result<u8> {
+    const FORWARDED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+    // Block the signals, so they wait for sigtimedwait below instead of
+    // ending lockcmd, and SIGCHLD, which says the command has ended.
+    // SAFETY: sigemptyset/sigaddset fill a local sigset_t; blocking signals
+    // in the only thread is sound.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in FORWARDED.into_iter().chain([libc::SIGCHLD]) {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let mut child = Command::new(&command[0]);
+    child.args(&command[1..]);
+    // SAFETY: between fork and exec only sigprocmask, which is
+    // async-signal-safe, runs: the command starts with no signal blocked.
+    unsafe {
+        child.pre_exec(move || {
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = child.spawn()?;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let wake = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        // SAFETY: sigtimedwait with a valid set, info and timeout.
+        let signal = unsafe { libc::sigtimedwait(&set, &mut info, &wake) };
+        // A signal from a terminal (Ctrl-C) already reached the command, which
+        // is in the same foreground process group; pass on only those that a
+        // process sent to lockcmd alone (kill(1), systemd).
+        if FORWARDED.contains(&signal) && info.si_code <= 0 {
+            // SAFETY: kill(2) on our own child, which has not been reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        }
+    };
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(255),
+        (None, None) => 1,
+    })
+}
+
+/// The exit status for an error; see [`usage`].
+fn exit_status(error: &Error) -> u8 {
+    match error {
+        Error::Fault(fault) => match fault.code {
+            FaultCode::Refused => REFUSED,
+            FaultCode::Internal => UNAVAILABLE,
+            _ => DATAERR,
+        },
+        Error::Unreachable { .. } | Error::Protocol { .. } => UNAVAILABLE,
+        Error::Timeout { .. } => TEMPFAIL,
+    }
+}
+
+/// The message for an error: a refusal is lockd's own text without the
+/// Python exception type gocept.lockd put before it.
+fn describe(error: &Error) -> String {
+    match error {
+        Error::Fault(fault) if fault.code == FaultCode::Refused => {
+            without_python_type(&fault.message).to_owned()
+        }
+        Error::Fault(fault) => format!("lockd refused the call: {}", fault.message),
+        other => other.to_string(),
+    }
+}
+
+/// `<type 'exceptions.Exception'>:Resource not locked` (or `<class '...'>:`
+/// from a Python 3 server) to `Resource not locked`.
+fn without_python_type(message: &str) -> &str {
+    ["<type '", "<class '"]
+        .iter()
+        .find_map(|open| {
+            let rest = message.strip_prefix(open)?;
+            let end = rest.find("'>:")?;
+            Some(&rest[end + 3..])
+        })
+        .unwrap_or(message)
+}
+
+/// A held lock, as `status` and `locks` describe it.
+struct Held {
+    client: String,
+    /// RFC 3339, UTC.
+    since: String,
+}
+
+impl Held {
+    /// Read a `status` struct: `None` if the resource is free.
+    fn from_status(value: &Value, endpoint: &Endpoint) -> Result<Option<Held>, Error> {
+        match (
+            value.member("locked"),
+            value.member("client").and_then(Value::as_str),
+            value.member("since"),
+        ) {
+            (Some(Value::Bool(false)), _, _) => Ok(None),
+            (Some(Value::Bool(true)), Some(client), Some(Value::DateTime(since))) => {
+                Ok(Some(Held {
+                    client: client.to_owned(),
+                    since: rfc3339(since),
+                }))
+            }
+            _ => Err(unexpected(endpoint, "status")),
+        }
+    }
+
+    fn json(resource: &str, held: Option<&Held>) -> String {
+        match held {
+            Some(held) => format!(
+                "{{\"resource\": {}, \"locked\": true, \"client\": {}, \"since\": {}}}",
+                json_string(resource),
+                json_string(&held.client),
+                json_string(&held.since)
+            ),
+            None => format!(
+                "{{\"resource\": {}, \"locked\": false}}",
+                json_string(resource)
+            ),
+        }
+    }
+}
+
+fn unexpected(endpoint: &Endpoint, method: &str) -> Error {
+    Error::Protocol {
+        server: endpoint.to_string(),
+        problem: format!("its answer to {method} is not what lockd sends"),
+    }
+}
+
+/// `20261129T15:04:05` (XML-RPC) to `2026-11-29T15:04:05Z`; lockd's times
+/// are UTC. Anything else is shown as it came.
+fn rfc3339(basic: &str) -> String {
+    let b = basic.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
+    if b.len() == 17 && digits(0..8) && b[8] == b'T' && b[11] == b':' && b[14] == b':' {
+        format!(
+            "{}-{}-{}T{}Z",
+            &basic[0..4],
+            &basic[4..6],
+            &basic[6..8],
+            &basic[9..]
+        )
+    } else {
+        basic.to_owned()
+    }
+}
+
+/// A name as a tab-separated field: `\`, tab, LF and CR escaped.
+fn tsv(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Write to stdout; a closed pipe (`lockcmd list | head -1`) is not an error.
+fn print_out(text: &str) -> u8 {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => 0,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("lockcmd: cannot write the output: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_types_are_cut_off() {
+        assert_eq!(
+            without_python_type("<type 'exceptions.Exception'>:Resource already locked by 'a'"),
+            "Resource already locked by 'a'"
+        );
+        assert_eq!(
+            without_python_type("<class 'Exception'>:Resource not locked"),
+            "Resource not locked"
+        );
+        assert_eq!(without_python_type("<b>plain</b>"), "<b>plain</b>");
+    }
+
+    #[test]
+    fn times_names_and_json() {
+        assert_eq!(rfc3339("20261129T15:04:05"), "2026-11-29T15:04:05Z");
+        assert_eq!(rfc3339("2026-11-29"), "2026-11-29");
+        assert_eq!(tsv("a\tb\\c\nd"), "a\\tb\\\\c\\nd");
+        assert_eq!(json_string("a\"\\\u{1}é"), "\"a\\\"\\\\\\u0001é\"");
+    }
+}

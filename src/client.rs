@@ -1,0 +1,741 @@
+//! A small blocking XML-RPC client: one keep-alive HTTP/1.1 connection to
+//! lockd over `std::net`, the calls encoded and the replies decoded by
+//! [`crate::xmlrpc`]. `lockcmd` uses it, and so can anything else that calls
+//! lockd many times in a row.
+//!
+//! Every call has a deadline (`timeout`) covering the connect, the request
+//! and the whole reply. What went wrong is one of four [`Error`]s, chosen so
+//! that a caller can tell "nothing was sent" (safe to retry) from "no answer"
+//! (the call may have happened) from "the daemon said no".
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use crate::xmlrpc::{self, Call, Fault, FaultCode, Value};
+
+/// The largest reply body read: a `locks()` answer for about a million locks.
+const MAX_BODY: usize = 256 << 20;
+
+/// The longest status or header line read.
+const MAX_LINE: usize = 16 << 10;
+
+/// The most header lines read.
+const MAX_HEADERS: usize = 100;
+
+/// Where lockd listens: what to connect to and which path to POST to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port`, as given (also sent as the `Host` header).
+    pub authority: String,
+    /// The path calls are POSTed to, `/RPC2` unless the URL names one.
+    pub path: String,
+}
+
+impl Endpoint {
+    /// Read `http://host[:port][/path]` or `host[:port]`. A URL without a
+    /// port means port 80, as in any HTTP client; a bare host means lockd's
+    /// default port, `default_port`.
+    pub fn parse(text: &str, default_port: u16) -> Result<Endpoint, String> {
+        let (rest, port) = match text.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (rest, 80),
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "{text:?} is a {scheme}:// URL; lockd speaks plain HTTP, give http://host:port/"
+                ));
+            }
+            None => (text, default_port),
+        };
+        let (authority, path) = match rest.find(['/', '?', '#']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let path = path.split('#').next().unwrap_or_default();
+        let bad = |why: &str| Err(format!("{text:?} is not a server address: {why}"));
+        if authority.is_empty() {
+            return bad("it names no host; give host:port or http://host:port/");
+        }
+        if authority.contains('@') {
+            return bad("user names in URLs are not supported");
+        }
+        if authority
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return bad("it contains white space");
+        }
+        // The port follows the last ':' that is not inside [IPv6] brackets.
+        let host_end = authority.rfind(']').map_or(0, |i| i + 1);
+        let authority = match authority[host_end..].rfind(':') {
+            Some(i) => {
+                let (host, port) = authority.split_at(host_end + i);
+                if host.contains(':') && !host.starts_with('[') {
+                    return bad("write an IPv6 address in brackets, e.g. [::1]:7390");
+                }
+                match port[1..].parse::<u16>() {
+                    Ok(p) if p > 0 => authority.to_owned(),
+                    _ => return bad("the port is not a number from 1 to 65535"),
+                }
+            }
+            None => format!("{authority}:{port}"),
+        };
+        let path = match path {
+            "" => "/RPC2".to_owned(),
+            p if p.starts_with('?') => format!("/RPC2{p}"),
+            p => p.to_owned(),
+        };
+        Ok(Endpoint { authority, path })
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}{}", self.authority, self.path)
+    }
+}
+
+/// Why a call gave no value.
+#[derive(Debug)]
+pub enum Error {
+    /// No connection could be made (refused, no route, unknown host, or the
+    /// connect timed out). The call was not sent, so retrying is safe.
+    Unreachable { server: String, source: io::Error },
+    /// Connected, but no complete reply within the timeout. The call may
+    /// have been carried out.
+    Timeout { server: String, timeout: Duration },
+    /// The peer is not an XML-RPC server (HTML, a 404, not HTTP at all), or
+    /// the connection broke after the call was sent.
+    Protocol { server: String, problem: String },
+    /// The daemon answered with a fault.
+    Fault(Fault),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Unreachable { server, source } => {
+                write!(
+                    f,
+                    "cannot reach {server}: {source}; is lockd running there?"
+                )
+            }
+            Error::Timeout { server, timeout } => write!(
+                f,
+                "{server} did not answer within {} s; lockd may be overloaded or stuck",
+                timeout.as_secs_f64()
+            ),
+            Error::Protocol { server, problem } => {
+                write!(f, "{server} is not answering as lockd: {problem}")
+            }
+            Error::Fault(fault) => write!(f, "fault {}: {}", fault.code as i32, fault.message),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Unreachable { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to lockd, opened on the first call and kept open between
+/// calls. Not shared between threads: give each thread its own.
+#[derive(Debug)]
+pub struct Client {
+    endpoint: Endpoint,
+    timeout: Duration,
+    stream: Option<TcpStream>,
+}
+
+impl Client {
+    /// A client for `endpoint`; each call may take up to `timeout`.
+    pub fn new(endpoint: Endpoint, timeout: Duration) -> Client {
+        Client {
+            endpoint,
+            timeout,
+            stream: None,
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// `lock(resource, client)`.
+    pub fn lock(&mut self, resource: &str, client: &str) -> Result<(), Error> {
+        self.call("lock", &[resource, client]).map(drop)
+    }
+
+    /// `unlock(resource, client)`.
+    pub fn unlock(&mut self, resource: &str, client: &str) -> Result<(), Error> {
+        self.call("unlock", &[resource, client]).map(drop)
+    }
+
+    /// Call `method` with string parameters.
+    pub fn call(&mut self, method: &str, params: &[&str]) -> Result<Value, Error> {
+        self.call_values(&Call {
+            method: method.to_owned(),
+            params: params.iter().map(|p| Value::Str((*p).to_owned())).collect(),
+        })
+    }
+
+    /// Make one call. A kept-open connection that the server has closed in
+    /// the meantime is replaced once, transparently.
+    pub fn call_values(&mut self, call: &Call) -> Result<Value, Error> {
+        let body = xmlrpc::write_call(call);
+        let mut request = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: lockd-client/{}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
+            self.endpoint.path,
+            self.endpoint.authority,
+            env!("CARGO_PKG_VERSION"),
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+
+        let reused = self.stream.is_some();
+        let response = match self.exchange(&request) {
+            Err(Attempt::Stale(_)) if reused => self.exchange(&request),
+            other => other,
+        };
+        let response = response.map_err(|attempt| match attempt {
+            Attempt::Stale(problem) => self.protocol(problem),
+            Attempt::Failed(error) => error,
+        })?;
+        if response.status != 200 {
+            return Err(self.protocol(format!(
+                "it answered HTTP {} {}",
+                response.status, response.reason
+            )));
+        }
+        match xmlrpc::parse_response(&response.body) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(fault)) => Err(Error::Fault(fault)),
+            Err(why) => Err(self.protocol(match response.content_type {
+                Some(t) if !t.contains("xml") => format!("the reply is {t}, not XML-RPC"),
+                _ => format!("the reply is not XML-RPC ({})", why.message),
+            })),
+        }
+    }
+
+    fn protocol(&self, problem: String) -> Error {
+        Error::Protocol {
+            server: self.endpoint.to_string(),
+            problem,
+        }
+    }
+
+    /// Send a request and read the reply, connecting first if need be.
+    fn exchange(&mut self, request: &[u8]) -> Result<Response, Attempt> {
+        let deadline = Instant::now() + self.timeout;
+        let stream = match self.stream.take() {
+            Some(stream) => stream,
+            None => self.connect(deadline).map_err(Attempt::Failed)?,
+        };
+        let timed_out = || {
+            Attempt::Failed(Error::Timeout {
+                server: self.endpoint.to_string(),
+                timeout: self.timeout,
+            })
+        };
+        let mut reader = BufReader::new(Deadline {
+            stream: &stream,
+            deadline,
+        });
+        if let Err(e) = reader.get_mut().write_all(request) {
+            return Err(match e.kind() {
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => timed_out(),
+                _ => Attempt::Stale(format!("the connection broke while sending: {e}")),
+            });
+        }
+        let response = match read_response(&mut reader) {
+            Ok(response) => response,
+            Err(ReadError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                return Err(timed_out());
+            }
+            Err(ReadError::Closed) => {
+                return Err(Attempt::Stale(
+                    "it closed the connection without answering".to_owned(),
+                ));
+            }
+            Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(Attempt::Stale(format!(
+                    "the connection broke before the reply: {e}"
+                )));
+            }
+            Err(ReadError::Io(e)) => {
+                return Err(Attempt::Failed(
+                    self.protocol(format!("the connection broke during the reply: {e}")),
+                ));
+            }
+            Err(ReadError::Malformed(problem)) => {
+                return Err(Attempt::Failed(self.protocol(problem)));
+            }
+        };
+        // Keep the connection only if the reply ended where the server said.
+        if response.keep_alive && reader.buffer().is_empty() {
+            drop(reader);
+            self.stream = Some(stream);
+        }
+        Ok(response)
+    }
+
+    fn connect(&self, deadline: Instant) -> Result<TcpStream, Error> {
+        let unreachable = |source| Error::Unreachable {
+            server: self.endpoint.to_string(),
+            source,
+        };
+        let addrs: Vec<SocketAddr> = self
+            .endpoint
+            .authority
+            .to_socket_addrs()
+            .map_err(unreachable)?
+            .collect();
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
+        for addr in addrs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                last = io::Error::new(io::ErrorKind::TimedOut, "connection timed out");
+                break;
+            }
+            match TcpStream::connect_timeout(&addr, left) {
+                Ok(stream) => {
+                    // Requests go out in one write; Nagle would only delay them.
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(unreachable(last))
+    }
+}
+
+/// How one attempt at a call failed.
+enum Attempt {
+    /// The connection was found closed before any reply byte: worth one
+    /// retry on a fresh connection if it had been kept open from before.
+    Stale(String),
+    Failed(Error),
+}
+
+/// A stream whose every read and write ends by `deadline`.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl Deadline<'_> {
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"))
+        } else {
+            Ok(left)
+        }
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An HTTP reply.
+#[derive(Debug, PartialEq, Eq)]
+struct Response {
+    status: u16,
+    reason: String,
+    content_type: Option<String>,
+    body: Vec<u8>,
+    keep_alive: bool,
+}
+
+#[derive(Debug)]
+enum ReadError {
+    /// The connection ended before the first byte of a reply.
+    Closed,
+    Io(io::Error),
+    Malformed(String),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> ReadError {
+        ReadError::Io(e)
+    }
+}
+
+fn malformed(problem: impl Into<String>) -> ReadError {
+    ReadError::Malformed(problem.into())
+}
+
+/// Read one HTTP/1.x reply: skip `1xx` interim replies, then read the body
+/// by `Content-Length`, chunked, or up to the end of the connection.
+fn read_response(r: &mut impl BufRead) -> Result<Response, ReadError> {
+    // Tell a server that speaks something else at once, not at the timeout.
+    let first = r.fill_buf()?;
+    if first.is_empty() {
+        return Err(ReadError::Closed);
+    }
+    let n = first.len().min(5);
+    if first[..n] != b"HTTP/"[..n] {
+        return Err(malformed("it did not answer HTTP"));
+    }
+    loop {
+        let line = read_line(r)?;
+        let mut parts = line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        let status = parts.next().and_then(|s| {
+            (s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u16>().ok())?
+        });
+        let (Some(status), true) = (status, version.starts_with("HTTP/1.")) else {
+            return Err(malformed(format!(
+                "it did not answer HTTP/1.x (status line {line:?})"
+            )));
+        };
+        let reason = parts.next().unwrap_or_default().trim().to_owned();
+        let mut keep_alive = version != "HTTP/1.0";
+        let (mut length, mut chunked, mut content_type) = (None, false, None);
+        let mut count = 0;
+        loop {
+            let header = read_line(r)?;
+            if header.is_empty() {
+                break;
+            }
+            count += 1;
+            if count > MAX_HEADERS {
+                return Err(malformed("its reply has too many header lines"));
+            }
+            let Some((name, value)) = header.split_once(':') else {
+                return Err(malformed(format!("bad header line {header:?}")));
+            };
+            let value = value.trim();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-length" => match value.parse::<usize>() {
+                    Ok(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                    _ => return Err(malformed(format!("bad Content-Length {value:?}"))),
+                },
+                "transfer-encoding" => {
+                    chunked = value
+                        .rsplit(',')
+                        .next()
+                        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+                }
+                "connection" => {
+                    for token in value.split(',').map(str::trim) {
+                        if token.eq_ignore_ascii_case("close") {
+                            keep_alive = false;
+                        } else if token.eq_ignore_ascii_case("keep-alive") {
+                            keep_alive = true;
+                        }
+                    }
+                }
+                "content-type" => content_type = Some(value.to_ascii_lowercase()),
+                _ => {}
+            }
+        }
+        if (100..200).contains(&status) {
+            continue;
+        }
+        let body = if chunked {
+            read_chunked(r)?
+        } else if let Some(length) = length {
+            if length > MAX_BODY {
+                return Err(malformed(format!(
+                    "its reply is too large ({length} bytes)"
+                )));
+            }
+            let mut body = vec![0; length];
+            r.read_exact(&mut body).map_err(cut_short)?;
+            body
+        } else {
+            // No length given: the body runs to the end of the connection.
+            keep_alive = false;
+            let mut body = Vec::new();
+            r.take(MAX_BODY as u64 + 1).read_to_end(&mut body)?;
+            if body.len() > MAX_BODY {
+                return Err(malformed("its reply is too large"));
+            }
+            body
+        };
+        return Ok(Response {
+            status,
+            reason,
+            content_type,
+            body,
+            keep_alive,
+        });
+    }
+}
+
+fn read_chunked(r: &mut impl BufRead) -> Result<Vec<u8>, ReadError> {
+    let mut body = Vec::new();
+    loop {
+        let line = read_line(r)?;
+        let size = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|_| malformed(format!("bad chunk size line {line:?}")))?;
+        if size == 0 {
+            // Trailer fields, up to an empty line.
+            while !read_line(r)?.is_empty() {}
+            return Ok(body);
+        }
+        if body.len().saturating_add(size) > MAX_BODY {
+            return Err(malformed("its reply is too large"));
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        r.read_exact(&mut body[start..]).map_err(cut_short)?;
+        if !read_line(r)?.is_empty() {
+            return Err(malformed("a chunk is longer than its size line says"));
+        }
+    }
+}
+
+/// One line without its CR LF, as text.
+fn read_line(r: &mut impl BufRead) -> Result<String, ReadError> {
+    let mut line = Vec::new();
+    r.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line)?;
+    if line.last() != Some(&b'\n') {
+        return Err(if line.len() > MAX_LINE {
+            malformed("its reply has an overlong line")
+        } else {
+            malformed("the connection closed in the middle of the reply")
+        });
+    }
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    String::from_utf8(line).map_err(|_| malformed("its reply head is not text"))
+}
+
+fn cut_short(e: io::Error) -> ReadError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        malformed("the connection closed in the middle of the reply")
+    } else {
+        ReadError::Io(e)
+    }
+}
+
+/// Whether a fault is one of the three refusals (code 1) rather than an error.
+pub fn is_refusal(error: &Error) -> bool {
+    matches!(error, Error::Fault(f) if f.code == FaultCode::Refused)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn read(bytes: &[u8]) -> Result<Response, ReadError> {
+        read_response(&mut &bytes[..])
+    }
+
+    fn problem(bytes: &[u8]) -> String {
+        match read(bytes) {
+            Err(ReadError::Malformed(problem)) => problem,
+            other => panic!("expected a malformed reply, got {other:?}"),
+        }
+    }
+
+    const NIL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<methodResponse>\n<params>\n<param>\n<value><nil/></value>\n</param>\n</params>\n</methodResponse>\n";
+
+    #[test]
+    fn content_length_reply_as_tiny_http_sends_it() {
+        let bytes = format!(
+            "HTTP/1.1 200 OK\r\nServer: tiny-http (Rust)\r\nDate: Sun, 29 Nov 2026 15:04:05 GMT\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{NIL}",
+            NIL.len()
+        );
+        let response = read(bytes.as_bytes()).unwrap();
+        assert_eq!(
+            response,
+            Response {
+                status: 200,
+                reason: "OK".into(),
+                content_type: Some("text/xml".into()),
+                body: NIL.as_bytes().to_vec(),
+                keep_alive: true,
+            }
+        );
+        assert_eq!(
+            xmlrpc::parse_response(&response.body).unwrap(),
+            Ok(Value::Nil)
+        );
+    }
+
+    #[test]
+    fn chunked_reply_with_extensions_and_trailer() {
+        let bytes = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        let response = read(bytes).unwrap();
+        assert_eq!(response.body, b"hello world");
+        assert!(response.keep_alive);
+    }
+
+    #[test]
+    fn interim_replies_are_skipped() {
+        let bytes = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(read(bytes).unwrap().body, b"ok");
+    }
+
+    #[test]
+    fn who_closes_the_connection() {
+        let close = read(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        assert!(!close.unwrap().keep_alive);
+        let old = read(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert!(!old.keep_alive);
+        let old_kept =
+            read(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n");
+        assert!(old_kept.unwrap().keep_alive);
+        // Without a length the body is the rest of the connection.
+        let to_eof = read(b"HTTP/1.1 200 OK\r\n\r\nall of it").unwrap();
+        assert_eq!(
+            (to_eof.body.as_slice(), to_eof.keep_alive),
+            (&b"all of it"[..], false)
+        );
+    }
+
+    #[test]
+    fn error_pages_are_read_as_such() {
+        let page = read(b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 12\r\n\r\n<h1>404</h1>").unwrap();
+        assert_eq!((page.status, page.reason.as_str()), (404, "Not Found"));
+        assert_eq!(
+            page.content_type.as_deref(),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(page.body, b"<h1>404</h1>");
+    }
+
+    #[test]
+    fn not_http_or_cut_short() {
+        assert!(matches!(read(b""), Err(ReadError::Closed)));
+        assert_eq!(
+            problem(b"SSH-2.0-OpenSSH_9.6\r\n"),
+            "it did not answer HTTP"
+        );
+        assert_eq!(problem(b"<html>"), "it did not answer HTTP");
+        assert!(problem(b"HTTP/2 200\r\n\r\n").contains("HTTP/1.x"));
+        assert!(problem(b"HTTP/1.1 2000 OK\r\n\r\n").contains("status line"));
+        for cut in [
+            &b"HTTP/1.1 200 OK\r\nContent-Len"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+        ] {
+            assert!(problem(cut).contains("middle of the reply"), "{cut:?}");
+        }
+        assert!(
+            problem(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").contains("Content-Length")
+        );
+        assert!(
+            problem(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab")
+                .contains("Content-Length")
+        );
+        assert!(problem(b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n").contains("header"));
+        assert!(
+            problem(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+                .contains("chunk size")
+        );
+        assert!(
+            problem(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n")
+                .contains("longer")
+        );
+        let long = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_LINE));
+        assert!(problem(long.as_bytes()).contains("overlong"));
+    }
+
+    #[test]
+    fn endpoints() {
+        let parse = |text| Endpoint::parse(text, 7390);
+        let ok = |authority: &str, path: &str| {
+            Ok(Endpoint {
+                authority: authority.into(),
+                path: path.into(),
+            })
+        };
+        assert_eq!(parse("127.0.0.1:7390"), ok("127.0.0.1:7390", "/RPC2"));
+        assert_eq!(parse("node1"), ok("node1:7390", "/RPC2"));
+        assert_eq!(parse("http://node1:8000/"), ok("node1:8000", "/"));
+        assert_eq!(parse("HTTP://node1:8000"), ok("node1:8000", "/RPC2"));
+        assert_eq!(parse("http://node1/RPC2"), ok("node1:80", "/RPC2"));
+        assert_eq!(parse("http://[::1]:7390/x#frag"), ok("[::1]:7390", "/x"));
+        assert_eq!(parse("[::1]"), ok("[::1]:7390", "/RPC2"));
+        for bad in [
+            "",
+            "http://",
+            "https://node1:7390/",
+            "node1:0",
+            "node1:99999",
+            "node1:x",
+            "::1",
+            "user@node1:7390",
+            "node 1:7390",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            ok("[::1]:7390", "/x").unwrap().to_string(),
+            "http://[::1]:7390/x"
+        );
+    }
+
+    /// A server that answers each connection's first request with `nil`, and
+    /// then closes it, as lockd does with a connection left idle too long.
+    #[test]
+    fn a_closed_idle_connection_is_replaced() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            for stream in listener.incoming().take(2) {
+                let stream = stream.unwrap();
+                let mut reader = BufReader::new(&stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(n) = line.strip_prefix("Content-Length: ") {
+                        length = n.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let reply = xmlrpc::write_response(&Value::Nil);
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", reply.len());
+                (&stream).write_all(head.as_bytes()).unwrap();
+                (&stream).write_all(&reply).unwrap();
+            }
+        });
+        let endpoint = Endpoint::parse(&addr.to_string(), 7390).unwrap();
+        let mut client = Client::new(endpoint, Duration::from_secs(20));
+        client.lock("r", "c").unwrap();
+        assert!(client.stream.is_some(), "the connection is kept");
+        // The server has closed it by now, or will before it reads again.
+        client.unlock("r", "c").unwrap();
+        server.join().unwrap();
+    }
+}
