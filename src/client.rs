@@ -111,6 +111,14 @@ pub enum Error {
     Fault(Fault),
 }
 
+impl Error {
+    /// Whether this is one of lockd's three refusals (fault code 1): the
+    /// call was understood and said no.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::Fault(f) if f.code == FaultCode::Refused)
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -539,11 +547,6 @@ fn cut_short(e: io::Error) -> ReadError {
     } else {
         ReadError::Io(e)
     }
-}
-
-/// Whether a fault is one of the three refusals (code 1) rather than an error.
-pub fn is_refusal(error: &Error) -> bool {
-    matches!(error, Error::Fault(f) if f.code == FaultCode::Refused)
 }
 
 #[cfg(test)]

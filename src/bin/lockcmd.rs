@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use getopts::Options;
 use lockd::cli::DEFAULT_LISTEN;
-use lockd::client::{self, Client, Endpoint, Error};
+use lockd::client::{Client, Endpoint, Error};
 use lockd::xmlrpc::{FaultCode, Value};
 
 /// Exit statuses (sysexits.h names where there is one).
@@ -365,62 +365,14 @@ fn run(invocation: Invocation) -> u8 {
             Ok(()) => 0,
             Err(error) => fail(&error),
         },
-        Action::Status { resource } => {
-            let shown = client
-                .call("status", &[&resource])
-                .and_then(|value| Held::from_status(&value, client.endpoint()))
-                .map(|held| match (json, held) {
-                    (true, held) => Held::json(&resource, held.as_ref()),
-                    (false, Some(held)) => format!(
-                        "{} is locked by {} since {}",
-                        resource, held.client, held.since
-                    ),
-                    (false, None) => format!("{resource} is free"),
-                });
-            match shown {
-                Ok(line) => print_out(&format!("{line}\n")),
-                Err(error) => fail(&error),
-            }
-        }
-        Action::List => {
-            let listed = client.call("locks", &[]).and_then(|value| {
-                let Value::Array(items) = value else {
-                    return Err(unexpected(client.endpoint(), "locks"));
-                };
-                items
-                    .iter()
-                    .map(|item| {
-                        let resource = item.member("resource").and_then(Value::as_str);
-                        match (resource, Held::from_status(item, client.endpoint())?) {
-                            (Some(resource), Some(held)) => Ok((resource.to_owned(), held)),
-                            _ => Err(unexpected(client.endpoint(), "locks")),
-                        }
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            });
-            match listed {
-                Ok(locks) if json => {
-                    let items: Vec<String> = locks
-                        .iter()
-                        .map(|(resource, held)| Held::json(resource, Some(held)))
-                        .collect();
-                    print_out(&format!("[{}]\n", items.join(",\n ")))
-                }
-                Ok(locks) => {
-                    let mut out = String::new();
-                    for (resource, held) in &locks {
-                        out.push_str(&format!(
-                            "{}\t{}\t{}\n",
-                            tsv(resource),
-                            tsv(&held.client),
-                            held.since
-                        ));
-                    }
-                    print_out(&out)
-                }
-                Err(error) => fail(&error),
-            }
-        }
+        Action::Status { resource } => match status_text(&mut client, &resource, json) {
+            Ok(text) => print_out(&text),
+            Err(error) => fail(&error),
+        },
+        Action::List => match list_text(&mut client, json) {
+            Ok(text) => print_out(&text),
+            Err(error) => fail(&error),
+        },
         Action::Run {
             resource,
             client: name,
@@ -443,8 +395,15 @@ fn run(invocation: Invocation) -> u8 {
             match client.unlock(&resource, &name) {
                 Ok(()) => status,
                 Err(error) => {
+                    let hint = if error.is_refusal() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; it may still be held: check with 'lockcmd status {resource}' and release it with 'lockcmd unlock'"
+                        )
+                    };
                     say(&format!(
-                        "the lock on {resource:?} was not released, it stays held: {}",
+                        "could not release the lock on {resource:?}: {}{hint}",
                         describe(&error)
                     ));
                     if status == 0 {
@@ -456,6 +415,48 @@ fn run(invocation: Invocation) -> u8 {
             }
         }
     }
+}
+
+/// `status` as a line of text or JSON.
+fn status_text(client: &mut Client, resource: &str, json: bool) -> Result<String, Error> {
+    let value = client.call("status", &[resource])?;
+    let held = Held::from_status(&value, client.endpoint())?;
+    Ok(match (json, held) {
+        (true, held) => format!("{}\n", Held::json(resource, held.as_ref())),
+        (false, Some(held)) => format!(
+            "{resource} is locked by {} since {}\n",
+            held.client, held.since
+        ),
+        (false, None) => format!("{resource} is free\n"),
+    })
+}
+
+/// `locks` as tab-separated lines, or as a JSON array.
+fn list_text(client: &mut Client, json: bool) -> Result<String, Error> {
+    let Value::Array(items) = client.call("locks", &[])? else {
+        return Err(unexpected(client.endpoint(), "locks"));
+    };
+    let mut rows = Vec::with_capacity(items.len());
+    for item in &items {
+        let resource = item.member("resource").and_then(Value::as_str);
+        match (resource, Held::from_status(item, client.endpoint())?) {
+            (Some(resource), Some(held)) => rows.push((resource, held)),
+            _ => return Err(unexpected(client.endpoint(), "locks")),
+        }
+    }
+    if json {
+        let objects: Vec<String> = rows
+            .iter()
+            .map(|(resource, held)| Held::json(resource, Some(held)))
+            .collect();
+        return Ok(format!("[{}]\n", objects.join(",\n ")));
+    }
+    Ok(rows
+        .iter()
+        .map(|(resource, held)| {
+            format!("{}\t{}\t{}\n", tsv(resource), tsv(&held.client), held.since)
+        })
+        .collect())
 }
 
 /// Take the lock, retrying under `--wait` while it is held by someone else
@@ -476,7 +477,7 @@ fn lock_waiting(
             Ok(()) => return Ok(()),
             Err(error) => error,
         };
-        let retry = client::is_refusal(&error) || matches!(error, Error::Unreachable { .. });
+        let retry = error.is_refusal() || matches!(error, Error::Unreachable { .. });
         let left = deadline.saturating_duration_since(Instant::now());
         if !retry || left.is_zero() {
             return Err(error);
@@ -559,9 +560,7 @@ fn exit_status(error: &Error) -> u8 {
 /// Python exception type gocept.lockd put before it.
 fn describe(error: &Error) -> String {
     match error {
-        Error::Fault(fault) if fault.code == FaultCode::Refused => {
-            without_python_type(&fault.message).to_owned()
-        }
+        Error::Fault(fault) if error.is_refusal() => without_python_type(&fault.message).to_owned(),
         Error::Fault(fault) => format!("lockd refused the call: {}", fault.message),
         other => other.to_string(),
     }
@@ -711,6 +710,26 @@ mod tests {
             "Resource not locked"
         );
         assert_eq!(without_python_type("<b>plain</b>"), "<b>plain</b>");
+    }
+
+    fn server(args: &[&str], from_env: Option<&str>) -> String {
+        match parse(args.iter().map(OsString::from).collect(), from_env) {
+            Ok(Parsed::Run(invocation)) => invocation.endpoint.to_string(),
+            _ => panic!("{args:?} does not parse"),
+        }
+    }
+
+    #[test]
+    fn the_server_comes_from_s_then_lockd_url_then_the_default() {
+        assert_eq!(server(&["list"], None), "http://127.0.0.1:7390/RPC2");
+        assert_eq!(
+            server(&["list"], Some("http://node1:8000/")),
+            "http://node1:8000/"
+        );
+        assert_eq!(
+            server(&["-s", "node2", "list"], Some("node1:1")),
+            "http://node2:7390/RPC2"
+        );
     }
 
     #[test]
