@@ -474,6 +474,28 @@ impl Store {
             .map_err(|e| Error::io("fsync", &self.dir, e))
     }
 
+    /// When the oldest held lock was taken, for the metrics. Reads only the
+    /// directory and each lock file's modification time (one `stat` each,
+    /// no open): a lock file shares the inode of the content file written
+    /// when it was taken, and gocept.lockd's files have no other time.
+    pub fn oldest_lock(&self) -> Result<Option<SystemTime>, Error> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
+        let mut oldest: Option<SystemTime> = None;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
+            let name = entry.file_name();
+            if !name.to_str().is_some_and(|n| n.ends_with(LOCK_SUFFIX)) {
+                continue;
+            }
+            match entry.metadata().and_then(|m| m.modified()) {
+                Ok(time) => oldest = Some(oldest.map_or(time, |o| o.min(time))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("stat", &entry.path(), e)),
+            }
+        }
+        Ok(oldest)
+    }
+
     fn temp_path(&self) -> PathBuf {
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         self.dir.join(format!(
