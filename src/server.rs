@@ -11,6 +11,7 @@
 
 use std::io::{self, Cursor};
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
@@ -78,8 +79,44 @@ pub struct Running {
     /// Kept apart from `shared` so that [`Running::stop`] can drop it (and
     /// with it the listening socket) while requests in flight finish.
     server: Arc<Server>,
+    listener: ListenerWatch,
     workers: Vec<thread::JoinHandle<()>>,
     syncer: thread::JoinHandle<()>,
+}
+
+/// The listening socket, known by descriptor number and inode, to notice
+/// when tiny_http's accept thread has ended: it panics when it cannot start
+/// a thread for a new connection (at the unit's `TasksMax=`, say) and
+/// closes the socket, after which nothing would ever be served again.
+struct ListenerWatch {
+    fd: RawFd,
+    dev: u64,
+    ino: u64,
+}
+
+impl ListenerWatch {
+    fn new(listener: &TcpListener) -> io::Result<ListenerWatch> {
+        let fd = listener.as_raw_fd();
+        let (dev, ino) = inode_of(fd)?;
+        Ok(ListenerWatch { fd, dev, ino })
+    }
+
+    /// Whether the descriptor still holds the same socket (a closed
+    /// descriptor's number may have been reused for another file).
+    fn is_open(&self) -> bool {
+        inode_of(self.fd).is_ok_and(|id| id == (self.dev, self.ino))
+    }
+}
+
+fn inode_of(fd: RawFd) -> io::Result<(u64, u64)> {
+    // SAFETY: fstat into a zeroed stat buffer of the right type.
+    unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut stat) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((stat.st_dev, stat.st_ino))
+    }
 }
 
 /// Start serving on `listener`, counting into `metrics` and answering
@@ -91,6 +128,7 @@ pub fn start(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) -> io::Result<Running> {
+    let watch = ListenerWatch::new(&listener)?;
     let server = Arc::new(Server::from_listener(listener, None).map_err(io::Error::other)?);
     let threads = settings.threads.max(1);
     let shared = Arc::new(Shared {
@@ -125,6 +163,7 @@ pub fn start(
     Ok(Running {
         shared,
         server,
+        listener: watch,
         workers,
         syncer,
     })
@@ -133,11 +172,17 @@ pub fn start(
 impl Running {
     /// Why the server cannot go on, once it cannot.
     pub fn fatal(&self) -> Option<String> {
-        self.shared
+        let fatal = self
+            .shared
             .fatal
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        if fatal.is_none() && !self.listener.is_open() {
+            let why = "the HTTP server stopped accepting connections (its accept thread ended, as it does when no thread can be started for a new connection: too many connections for TasksMax= or the process limit); exiting so that a restart serves again";
+            return Some(why.to_owned());
+        }
+        fatal
     }
 
     /// Stop taking requests, let those in flight finish (up to `grace`),

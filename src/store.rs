@@ -466,7 +466,12 @@ impl Store {
     pub fn probe(&self) -> Result<(), Error> {
         let path = self.temp_path();
         let written = create_durable(&path, b"probe\n");
-        let removed = fs::remove_file(&path);
+        let removed = match fs::remove_file(&path) {
+            // Another process's start-up removes leftover `.lockd-*.tmp`
+            // files, the probe file included.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && written.is_ok() => Ok(()),
+            other => other,
+        };
         written?;
         removed.map_err(|e| Error::io("remove", &path, e))?;
         self.dir_file

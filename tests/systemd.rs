@@ -156,17 +156,24 @@ impl Proc {
     }
 
     fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
+        let pid = self.child.as_ref().expect("running").id();
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        self.wait_exit()
+    }
+
+    /// Wait for lockd to exit (it is killed on drop if it never does).
+    fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + PATIENCE;
         loop {
+            let child = self.child.as_mut().expect("running");
             if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
                 return status;
             }
             assert!(
                 Instant::now() < deadline,
-                "lockd did not stop; log:\n{}",
+                "lockd did not exit; log:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(10));
@@ -687,4 +694,79 @@ fn listen_fds_for_another_process_are_ignored() {
     });
     assert!(!daemon.log().contains("socket from systemd"));
     assert_eq!(daemon.py("print(s.lock('r', 'c'))"), "None\n");
+}
+
+#[test]
+fn exits_for_a_restart_when_no_thread_can_serve_a_connection() {
+    // tiny_http's accept thread panics when it cannot start a thread for a
+    // connection (at TasksMax= under systemd) and closes the socket: lockd
+    // must then exit 1 for Restart=on-failure, not live on deaf while its
+    // self-test keeps feeding the watchdog. The process limit is enforced
+    // for users other than root, so lockd runs as nobody with room for its
+    // own threads and a few connections.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "this test runs lockd as user nobody: run the tests as root (as .ci/run does)"
+    );
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("locks");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(
+        temp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut command = Proc::command(LOCKD);
+    command
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .uid(65534)
+        .gid(65534);
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            // lockd starts 10 threads; this leaves room for a few more.
+            let limit = libc::rlimit {
+                rlim_cur: 14,
+                rlim_max: 14,
+            };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut lockd = Proc::spawn(&mut command);
+    lockd.wait_for_log("listening on http://");
+    let log = lockd.log();
+    let addr: SocketAddr = log
+        .split("listening on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .expect("an address in the start-up line");
+    // Keep-alive connections that each got an answer hold a thread each;
+    // soon no thread can be started for the next one.
+    let mut connections = Vec::new();
+    for _ in 0..20 {
+        let Ok(mut stream) = TcpStream::connect(addr) else {
+            break;
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut answer = [0u8; 512];
+        if !matches!(stream.read(&mut answer), Ok(n) if n > 0) {
+            break;
+        }
+        connections.push(stream);
+    }
+    let status = lockd.wait_exit();
+    assert_eq!(status.code(), Some(1), "{}", lockd.log());
+    lockd.wait_for_log("the HTTP server stopped accepting connections");
 }
