@@ -99,6 +99,11 @@ const METHODS: &[Method] = &[
     },
 ];
 
+/// The names of the methods lockd serves, sorted (the metrics' labels).
+pub fn method_names() -> impl Iterator<Item = &'static str> {
+    METHODS.iter().map(|m| m.name)
+}
+
 fn find(name: &str) -> Option<&'static Method> {
     METHODS.iter().find(|m| m.name == name)
 }

@@ -9,16 +9,20 @@
 //!
 //! Modules: [`cli`] (options), [`store`] (the lock core), [`names`] (resource
 //! names to file names), [`xmlrpc`] (the codec), [`api`] (the methods),
-//! [`server`] (HTTP), [`clock`] (UTC times), [`client`] (the XML-RPC client
+//! [`server`] (HTTP), [`metrics`] (what `GET /metrics` shows), [`systemd`]
+//! (readiness, watchdog, socket activation, the self-test behind
+//! `GET /health`), [`clock`] (UTC times), [`client`] (the XML-RPC client
 //! `lockcmd` uses).
 
 pub mod api;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod metrics;
 pub mod names;
 pub mod server;
 pub mod store;
+pub mod systemd;
 pub mod xmlrpc;
 
 use std::fmt;
@@ -29,7 +33,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::cli::Config;
+use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::systemd::{Health, Monitor, Notifier};
 
 /// An idle connection is closed after this long without a byte.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -127,15 +133,28 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     // SAFETY: sigset initialised by stop_signals; blocking signals is sound.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &signals, std::ptr::null_mut()) };
     raise_file_limit();
+    // Still the only thread: take systemd's socket (and its environment
+    // variables) now.
+    let activated = systemd::take_listener().map_err(|source| RunError::Setup {
+        what: "use the socket passed by systemd (LISTEN_FDS)",
+        source,
+    })?;
+    let notifier = Notifier::from_env();
 
     let (store, report) = Store::open(&config.dir).map_err(RunError::Store)?;
+    // The write path must work before lockd says it is ready.
+    store.probe().map_err(RunError::Store)?;
     for name in &report.foreign {
         log::warn!(
             "{:?} in the lock directory is not a name lockd writes (gocept.lockd did not encode names); lockd will not see it: rename it to the encoded name or remove it",
             name
         );
     }
-    let listener = listen(&config.listen)?;
+    let activated_socket = activated.is_some();
+    let listener = match activated {
+        Some(listener) => listener,
+        None => listen(&config.listen)?,
+    };
     set_socket_timeouts(&listener).map_err(|source| RunError::Setup {
         what: "set socket timeouts",
         source,
@@ -150,15 +169,33 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         max_body: 1 << 20,
         body_timeout: IDLE_TIMEOUT,
     };
-    let running = server::start(listener, Arc::clone(&store), settings).map_err(|source| {
-        RunError::Setup {
-            what: "start the server threads",
-            source,
-        }
-    })?;
+    let metrics = Arc::new(Metrics::new(report.locks));
+    let health = Arc::new(Health::new(
+        Ok(()),
+        systemd::probe_interval(notifier.watchdog()),
+    ));
+    let threads_failed = |source| RunError::Setup {
+        what: "start the server threads",
+        source,
+    };
+    let running = server::start(
+        listener,
+        Arc::clone(&store),
+        settings,
+        Arc::clone(&metrics),
+        Arc::clone(&health),
+    )
+    .map_err(threads_failed)?;
+    let monitor = Monitor::start(Arc::clone(&store), health, metrics, notifier.clone())
+        .map_err(threads_failed)?;
     log::info!(
-        "lockd {} listening on http://{address}/ with lock directory {} ({} locks held{})",
+        "lockd {} listening on http://{address}/{} with lock directory {} ({} locks held{})",
         env!("CARGO_PKG_VERSION"),
+        if activated_socket {
+            " (socket from systemd)"
+        } else {
+            ""
+        },
         store.dir().display(),
         report.locks,
         if report.removed_leftovers > 0 {
@@ -171,8 +208,16 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         }
     );
 
+    notifier.tell(&format!(
+        "READY=1\nSTATUS=listening on http://{address}/ with lock directory {}",
+        store.dir().display()
+    ));
+
     let outcome = wait_for_stop(&signals, &running);
+    notifier.tell("STOPPING=1");
+    log::info!("stopping: no new requests; waiting up to {STOP_GRACE:?} for those in flight");
     let finished = running.stop(STOP_GRACE);
+    monitor.stop();
     store.remove_temporaries();
     match outcome {
         Ok(signal) => {

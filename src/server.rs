@@ -11,15 +11,18 @@
 
 use std::io::{self, Cursor};
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
 use crate::api::{self, Event, Outcome, Reply};
+use crate::metrics::{self, Metrics};
 use crate::store::Store;
+use crate::systemd::Health;
 use crate::xmlrpc::{self, Fault, FaultCode};
 
 /// How the server behaves; see the command line for the defaults.
@@ -46,17 +49,20 @@ const MAX_ABANDONED: usize = 1024;
 
 type Body = Response<Cursor<Vec<u8>>>;
 
-/// A reply waiting for the directory fsync.
+/// A reply waiting to be sent (after the directory fsync, if it needs one).
 struct Pending {
     request: Request,
     reply: Reply,
     started: Instant,
+    /// The called method, as a metrics label.
+    method: &'static str,
 }
 
 struct Shared {
     store: Arc<Store>,
-    server: Server,
     settings: Settings,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
     queue: Mutex<Vec<Pending>>,
     queued: Condvar,
     stopping: AtomicBool,
@@ -70,18 +76,66 @@ struct Shared {
 /// A running server; [`Running::stop`] ends it gracefully.
 pub struct Running {
     shared: Arc<Shared>,
+    /// Kept apart from `shared` so that [`Running::stop`] can drop it (and
+    /// with it the listening socket) while requests in flight finish.
+    server: Arc<Server>,
+    listener: ListenerWatch,
     workers: Vec<thread::JoinHandle<()>>,
     syncer: thread::JoinHandle<()>,
 }
 
-/// Start serving on `listener`.
-pub fn start(listener: TcpListener, store: Arc<Store>, settings: Settings) -> io::Result<Running> {
-    let server = Server::from_listener(listener, None).map_err(io::Error::other)?;
+/// The listening socket, known by descriptor number and inode, to notice
+/// when tiny_http's accept thread has ended: it panics when it cannot start
+/// a thread for a new connection (at the unit's `TasksMax=`, say) and
+/// closes the socket, after which nothing would ever be served again.
+struct ListenerWatch {
+    fd: RawFd,
+    dev: u64,
+    ino: u64,
+}
+
+impl ListenerWatch {
+    fn new(listener: &TcpListener) -> io::Result<ListenerWatch> {
+        let fd = listener.as_raw_fd();
+        let (dev, ino) = inode_of(fd)?;
+        Ok(ListenerWatch { fd, dev, ino })
+    }
+
+    /// Whether the descriptor still holds the same socket (a closed
+    /// descriptor's number may have been reused for another file).
+    fn is_open(&self) -> bool {
+        inode_of(self.fd).is_ok_and(|id| id == (self.dev, self.ino))
+    }
+}
+
+fn inode_of(fd: RawFd) -> io::Result<(u64, u64)> {
+    // SAFETY: fstat into a zeroed stat buffer of the right type.
+    unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut stat) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((stat.st_dev, stat.st_ino))
+    }
+}
+
+/// Start serving on `listener`, counting into `metrics` and answering
+/// `GET /health` from `health`.
+pub fn start(
+    listener: TcpListener,
+    store: Arc<Store>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> io::Result<Running> {
+    let watch = ListenerWatch::new(&listener)?;
+    let server = Arc::new(Server::from_listener(listener, None).map_err(io::Error::other)?);
     let threads = settings.threads.max(1);
     let shared = Arc::new(Shared {
         store,
-        server,
         settings,
+        metrics,
+        health,
         queue: Mutex::new(Vec::new()),
         queued: Condvar::new(),
         stopping: AtomicBool::new(false),
@@ -99,14 +153,17 @@ pub fn start(listener: TcpListener, store: Arc<Store>, settings: Settings) -> io
     let mut workers = Vec::with_capacity(threads);
     for i in 0..threads {
         let shared = Arc::clone(&shared);
+        let server = Arc::clone(&server);
         workers.push(
             thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || worker(&shared))?,
+                .spawn(move || worker(&shared, &server))?,
         );
     }
     Ok(Running {
         shared,
+        server,
+        listener: watch,
         workers,
         syncer,
     })
@@ -115,11 +172,17 @@ pub fn start(listener: TcpListener, store: Arc<Store>, settings: Settings) -> io
 impl Running {
     /// Why the server cannot go on, once it cannot.
     pub fn fatal(&self) -> Option<String> {
-        self.shared
+        let fatal = self
+            .shared
             .fatal
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        if fatal.is_none() && !self.listener.is_open() {
+            let why = "the HTTP server stopped accepting connections (its accept thread ended, as it does when no thread can be started for a new connection: too many connections for TasksMax= or the process limit); exiting so that a restart serves again";
+            return Some(why.to_owned());
+        }
+        fatal
     }
 
     /// Stop taking requests, let those in flight finish (up to `grace`),
@@ -127,14 +190,22 @@ impl Running {
     pub fn stop(self, grace: Duration) -> bool {
         let shared = &self.shared;
         shared.stopping.store(true, Ordering::SeqCst);
+        // Requests tiny_http has already read come before the unblock
+        // markers in its queue, so the workers answer them first.
         for _ in 0..self.workers.len() {
-            shared.server.unblock();
+            self.server.unblock();
         }
         let deadline = Instant::now() + grace;
         let mut finished = true;
         for worker in self.workers {
             finished &= join_by(worker, deadline);
         }
+        // Dropping the last handle closes the listening socket (tiny_http
+        // connects to itself to end its accept loop): new callers are
+        // refused, or, under socket activation, wait in the kernel's queue
+        // for the next lockd, instead of being accepted and never answered.
+        // Requests already taken keep their connections.
+        drop(self.server);
         while shared.slow_in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
         }
@@ -179,9 +250,9 @@ impl Shared {
     }
 }
 
-fn worker(shared: &Arc<Shared>) {
+fn worker(shared: &Arc<Shared>, server: &Server) {
     loop {
-        let request = match shared.server.recv() {
+        let request = match server.recv() {
             Ok(request) => request,
             Err(error) => {
                 if !shared.stopping.load(Ordering::SeqCst) {
@@ -227,6 +298,10 @@ fn body_in_memory(request: &Request) -> bool {
 fn handle(shared: &Shared, mut request: Request) {
     let started = Instant::now();
     let path = request.url().split('?').next().unwrap_or_default();
+    if matches!(path, "/health" | "/metrics") {
+        let response = observe(shared, request.method(), path);
+        return send(request, response);
+    }
     let rpc_path = matches!(path, "/" | "/RPC2");
     match (request.method(), rpc_path) {
         (Method::Post, true) => {}
@@ -279,27 +354,53 @@ fn handle(shared: &Shared, mut request: Request) {
         }
     };
     log::debug!("< {peer} {}", String::from_utf8_lossy(&body));
-    let reply = match xmlrpc::parse_call(&body) {
-        Ok(call) => api::dispatch(&shared.store, &call),
+    let (reply, method) = match xmlrpc::parse_call(&body) {
+        Ok(call) => (
+            api::dispatch(&shared.store, &call),
+            shared.metrics.method_label(&call.method),
+        ),
         Err(fault) => {
             log::warn!("request from {peer} refused: {}", fault.message);
-            Reply {
+            let reply = Reply {
                 value: Err(fault),
                 seq: 0,
                 events: Vec::new(),
-            }
+            };
+            (reply, metrics::OTHER_METHOD)
         }
     };
-    if shared.store.is_durable(reply.seq) {
-        finish(request, reply, started);
+    let pending = Pending {
+        request,
+        reply,
+        started,
+        method,
+    };
+    if shared.store.is_durable(pending.reply.seq) {
+        finish(shared, pending);
     } else {
         let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        queue.push(Pending {
-            request,
-            reply,
-            started,
-        });
+        queue.push(pending);
         shared.queued.notify_one();
+    }
+}
+
+/// `GET /health` (the latest write-path self-test) and `GET /metrics`.
+/// Neither touches the disk.
+fn observe(shared: &Shared, method: &Method, path: &str) -> Body {
+    if *method != Method::Get {
+        let message = format!("{path} answers GET only\n");
+        return plain(405, &message).with_header(header("Allow", "GET"));
+    }
+    if path == "/metrics" {
+        let text = shared.metrics.render(SystemTime::now());
+        return Response::from_data(text.into_bytes()).with_header(header(
+            "Content-Type",
+            "text/plain; version=0.0.4; charset=utf-8",
+        ));
+    }
+    match shared.health.check() {
+        Ok(()) => plain(200, "ok\n"),
+        Err(why) => plain(503, &format!("{why}\n")),
     }
 }
 
@@ -315,7 +416,12 @@ fn syncer(shared: &Shared) {
         if batch.is_empty() {
             continue;
         }
+        let fsync_started = Instant::now();
         let synced = shared.store.sync();
+        shared
+            .metrics
+            .fsync_duration
+            .observe(fsync_started.elapsed());
         for mut pending in batch {
             if let Err(error) = &synced {
                 let message = format!(
@@ -324,7 +430,7 @@ fn syncer(shared: &Shared) {
                 log::error!("{message}");
                 pending.reply.value = Err(Fault::new(FaultCode::Internal, message));
             }
-            finish(pending.request, pending.reply, pending.started);
+            finish(shared, pending);
         }
     }
 }
@@ -346,8 +452,14 @@ fn next_batch(shared: &Shared) -> Option<Vec<Pending>> {
     Some(std::mem::take(&mut *queue))
 }
 
-/// Send a reply and log what it did.
-fn finish(request: Request, reply: Reply, started: Instant) {
+/// Send a reply, log what it did and count it.
+fn finish(shared: &Shared, pending: Pending) {
+    let Pending {
+        request,
+        reply,
+        started,
+        method,
+    } = pending;
     let peer = peer_of(&request);
     let body = match &reply.value {
         Ok(value) => xmlrpc::write_response(value),
@@ -358,7 +470,9 @@ fn finish(request: Request, reply: Reply, started: Instant) {
         request,
         Response::from_data(body).with_header(header("Content-Type", "text/xml")),
     );
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    shared.metrics.record_call(method, &reply, elapsed);
+    let ms = elapsed.as_secs_f64() * 1000.0;
     for event in &reply.events {
         log_event(event, &peer, ms);
     }

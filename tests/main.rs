@@ -4,3 +4,4 @@ mod support;
 
 mod daemon;
 mod lockcmd;
+mod systemd;
