@@ -28,7 +28,7 @@ pub mod xmlrpc;
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{TcpListener, ToSocketAddrs};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -93,8 +93,9 @@ impl std::error::Error for RunError {
     }
 }
 
-/// Set up logging: `--log-level`, else `RUST_LOG`, else info. Under systemd
-/// (`JOURNAL_STREAM` set) lines carry syslog priorities and no timestamps.
+/// Set up logging: `--log-level`, else `RUST_LOG`, else info. When stderr is
+/// the journal (`JOURNAL_STREAM` names its device and inode) lines carry
+/// syslog priorities and no timestamps.
 pub fn init_logging(level: Option<log::LevelFilter>) {
     let mut builder = env_logger::Builder::new();
     match (level, std::env::var("RUST_LOG")) {
@@ -106,7 +107,7 @@ pub fn init_logging(level: Option<log::LevelFilter>) {
     if level.is_some_and(|l| l < log::LevelFilter::Trace) {
         builder.filter_module("tiny_http", log::LevelFilter::Warn);
     }
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journal = std::env::var("JOURNAL_STREAM").is_ok_and(|stream| stderr_is(&stream));
     builder.format(move |out, record| {
         if journal {
             let priority = match record.level() {
@@ -232,6 +233,22 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         }
         Err(why) => Err(RunError::Failed(why)),
     }
+}
+
+/// Whether stderr is the file `device:inode` names, as systemd recommends
+/// checking before trusting `JOURNAL_STREAM` (a shell started from a service
+/// inherits the variable but may redirect stderr elsewhere).
+fn stderr_is(device_inode: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((device, inode)) = device_inode.split_once(':') else {
+        return false;
+    };
+    let stderr = std::io::stderr();
+    let Ok(file) = stderr.as_fd().try_clone_to_owned().map(std::fs::File::from) else {
+        return false;
+    };
+    file.metadata()
+        .is_ok_and(|m| Some(m.dev()) == device.parse().ok() && Some(m.ino()) == inode.parse().ok())
 }
 
 fn stop_signals() -> libc::sigset_t {

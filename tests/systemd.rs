@@ -538,8 +538,9 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
 
 #[test]
 fn journal_lines_carry_priorities_and_no_time() {
+    // JOURNAL_STREAM names stderr's device and inode, as systemd sets it.
     let daemon = Daemon::start_with(Options {
-        env: vec![("JOURNAL_STREAM".into(), "8:12345".into())],
+        shell_prelude: Some("export JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2)".into()),
         ..Options::default()
     });
     daemon.py("s.lock('r', 'c')");
@@ -560,6 +561,24 @@ fn journal_lines_carry_priorities_and_no_time() {
     assert!(log.contains("<6>lockd "), "{log}");
     assert!(log.contains("<6>lock \"r\" by \"c\""), "{log}");
     assert!(log.contains("<4>request from 127.0.0.1:"), "{log}");
+}
+
+#[test]
+fn journal_stream_naming_another_file_is_ignored() {
+    // Inherited by a shell whose stderr now goes elsewhere: plain lines.
+    let daemon = Daemon::start_with(Options {
+        env: vec![("JOURNAL_STREAM".into(), "8:12345".into())],
+        ..Options::default()
+    });
+    daemon.py("s.lock('r', 'c')");
+    assert!(daemon.wait_for_log("granted"));
+    for line in daemon.log().lines() {
+        assert!(!line.starts_with('<'), "a syslog priority: {line:?}");
+        assert!(
+            line.contains("Z INFO") || line.contains("Z WARN"),
+            "no timestamp: {line:?}"
+        );
+    }
 }
 
 #[test]

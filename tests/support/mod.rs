@@ -28,6 +28,9 @@ pub struct Options {
     pub listen: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Shell commands run before lockd is exec'd from `sh -c` (with the
+    /// same stdio), e.g. to export a variable computed from its stderr.
+    pub shell_prelude: Option<String>,
 }
 
 impl Default for Options {
@@ -37,6 +40,7 @@ impl Default for Options {
             listen: "127.0.0.1:0".into(),
             args: Vec::new(),
             env: Vec::new(),
+            shell_prelude: None,
         }
     }
 }
@@ -64,7 +68,16 @@ impl Daemon {
                 (Some(temp), dir)
             }
         };
-        let mut command = Command::new(LOCKD);
+        let mut command = match &options.shell_prelude {
+            None => Command::new(LOCKD),
+            Some(prelude) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("{prelude}\nexec \"$0\" \"$@\""))
+                    .arg(LOCKD);
+                sh
+            }
+        };
         command
             .arg("--dir")
             .arg(&dir)
