@@ -422,13 +422,16 @@ fn syncer(shared: &Shared) {
             .metrics
             .fsync_duration
             .observe(fsync_started.elapsed());
+        let failure = synced.err().map(|error| {
+            let message = format!(
+                "the lock directory could not be synced: {error}; the outcome of this call may not survive a crash, check status before relying on it"
+            );
+            log::error!("{message}");
+            message
+        });
         for mut pending in batch {
-            if let Err(error) = &synced {
-                let message = format!(
-                    "the change was made but could not be made durable: {error}; it may be lost in a crash, check status before relying on it"
-                );
-                log::error!("{message}");
-                pending.reply.value = Err(Fault::new(FaultCode::Internal, message));
+            if let Some(message) = &failure {
+                pending.reply.value = Err(Fault::new(FaultCode::Internal, message.clone()));
             }
             finish(shared, pending);
         }
