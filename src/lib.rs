@@ -29,9 +29,6 @@ use std::time::{Duration, SystemTime};
 use crate::cli::Config;
 use crate::store::Store;
 
-/// An idle connection is closed after this long without a byte.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A reply that cannot be written for this long is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -134,7 +131,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         );
     }
     let listener = listen(&config.listen)?;
-    set_socket_timeouts(&listener).map_err(|source| RunError::Setup {
+    set_socket_timeouts(&listener, config.idle_timeout).map_err(|source| RunError::Setup {
         what: "set socket timeouts",
         source,
     })?;
@@ -146,7 +143,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     let settings = server::Settings {
         threads: config.threads,
         max_body: 1 << 20,
-        body_timeout: IDLE_TIMEOUT,
+        body_timeout: config.idle_timeout,
     };
     let running = server::start(listener, Arc::clone(&store), settings).map_err(|source| {
         RunError::Setup {
@@ -226,10 +223,10 @@ fn listen(address: &str) -> Result<TcpListener, RunError> {
 }
 
 /// Accepted sockets inherit the listener's timeouts on Linux; tiny_http
-/// sets none of its own.
-fn set_socket_timeouts(listener: &TcpListener) -> io::Result<()> {
+/// sets none of its own. `idle` closes a connection silent for that long.
+fn set_socket_timeouts(listener: &TcpListener, idle: Duration) -> io::Result<()> {
     for (option, timeout) in [
-        (libc::SO_RCVTIMEO, IDLE_TIMEOUT),
+        (libc::SO_RCVTIMEO, idle),
         (libc::SO_SNDTIMEO, WRITE_TIMEOUT),
     ] {
         let value = libc::timeval {
