@@ -3,3 +3,7 @@
 mod support;
 
 mod daemon;
+mod proof;
+
+mod crash;
+mod history;
