@@ -6,4 +6,5 @@ mod daemon;
 mod proof;
 
 mod crash;
+mod durability;
 mod history;
