@@ -8,11 +8,19 @@
 //! commit). A request whose body is not already in memory (large, chunked,
 //! or `Expect: 100-continue`) is read on a thread of its own, so a slow client
 //! holds up nobody else.
+//!
+//! tiny_http ends its accept loop at the first failed `accept`, and on Linux
+//! `accept` times out with the listener's `SO_RCVTIMEO` (which lockd sets so
+//! that accepted sockets inherit it): after one idle timeout without a new
+//! connection, the server would accept no more. So a failed accept starts a
+//! new tiny_http server on the same socket, and a thread of its own serves
+//! the connections the old one still has until they have been quiet for an
+//! idle timeout.
 
 use std::io::{self, Cursor};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -55,7 +63,12 @@ struct Pending {
 
 struct Shared {
     store: Arc<Store>,
-    server: Server,
+    /// The tiny_http server whose accept loop runs.
+    server: RwLock<Arc<Server>>,
+    /// The listening socket, to start a new server on when an accept fails.
+    listener: TcpListener,
+    /// Threads serving the connections of servers whose accept loop ended.
+    drainers: Mutex<Vec<thread::JoinHandle<()>>>,
     settings: Settings,
     queue: Mutex<Vec<Pending>>,
     queued: Condvar,
@@ -76,11 +89,13 @@ pub struct Running {
 
 /// Start serving on `listener`.
 pub fn start(listener: TcpListener, store: Arc<Store>, settings: Settings) -> io::Result<Running> {
-    let server = Server::from_listener(listener, None).map_err(io::Error::other)?;
+    let server = Server::from_listener(listener.try_clone()?, None).map_err(io::Error::other)?;
     let threads = settings.threads.max(1);
     let shared = Arc::new(Shared {
         store,
-        server,
+        server: RwLock::new(Arc::new(server)),
+        listener,
+        drainers: Mutex::new(Vec::new()),
         settings,
         queue: Mutex::new(Vec::new()),
         queued: Condvar::new(),
@@ -127,13 +142,19 @@ impl Running {
     pub fn stop(self, grace: Duration) -> bool {
         let shared = &self.shared;
         shared.stopping.store(true, Ordering::SeqCst);
-        for _ in 0..self.workers.len() {
-            shared.server.unblock();
-        }
         let deadline = Instant::now() + grace;
         let mut finished = true;
         for worker in self.workers {
             finished &= join_by(worker, deadline);
+        }
+        let drainers = std::mem::take(
+            &mut *shared
+                .drainers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for drainer in drainers {
+            finished &= join_by(drainer, deadline);
         }
         while shared.slow_in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
@@ -179,34 +200,99 @@ impl Shared {
     }
 }
 
+/// How often waiting threads look at the stop flag and the current server.
+const POLL: Duration = Duration::from_millis(200);
+
 fn worker(shared: &Arc<Shared>) {
-    loop {
-        let request = match shared.server.recv() {
-            Ok(request) => request,
-            Err(error) => {
-                if !shared.stopping.load(Ordering::SeqCst) {
-                    shared.fail(format!(
-                        "the HTTP server stopped accepting connections: {error}"
-                    ));
-                }
-                return;
-            }
-        };
-        if body_in_memory(&request) {
-            handle(shared, request);
+    let mut server = shared.current();
+    while !shared.stopping.load(Ordering::SeqCst) {
+        match server.recv_timeout(POLL) {
+            Ok(Some(request)) => serve(shared, request),
+            // Another worker may have started a new server.
+            Ok(None) => server = shared.current(),
+            Err(error) => match shared.restart(&server, &error) {
+                Ok(next) => server = next,
+                Err(why) => return shared.fail(why),
+            },
+        }
+    }
+}
+
+impl Shared {
+    fn current(&self) -> Arc<Server> {
+        Arc::clone(&self.server.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// `old`'s accept loop ended with `error`: start a new server on the
+    /// listening socket, and a thread that serves `old`'s open connections.
+    fn restart(
+        self: &Arc<Self>,
+        old: &Arc<Server>,
+        error: &io::Error,
+    ) -> Result<Arc<Server>, String> {
+        let mut current = self.server.write().unwrap_or_else(PoisonError::into_inner);
+        if !Arc::ptr_eq(&current, old) {
+            return Ok(Arc::clone(&current));
+        }
+        if matches!(
+            error.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) {
+            log::debug!("no new connection for an idle timeout; restarting the accept loop");
         } else {
-            let inner = Arc::clone(shared);
-            shared.slow_in_flight.fetch_add(1, Ordering::SeqCst);
-            let spawned = thread::Builder::new()
-                .name("slow-body".into())
-                .spawn(move || {
-                    handle(&inner, request);
-                    inner.slow_in_flight.fetch_sub(1, Ordering::SeqCst);
-                });
-            if let Err(error) = spawned {
-                shared.slow_in_flight.fetch_sub(1, Ordering::SeqCst);
-                log::error!("could not start a thread for a request: {error}");
-            }
+            // Out of file descriptors, say: do not spin.
+            log::warn!("accepting a connection failed: {error}; retrying in a second");
+            thread::sleep(Duration::from_secs(1));
+        }
+        let cannot = |e: &dyn std::fmt::Display| {
+            format!("the HTTP server stopped accepting connections: {e}")
+        };
+        let listener = self.listener.try_clone().map_err(|e| cannot(&e))?;
+        let next = Arc::new(Server::from_listener(listener, None).map_err(|e| cannot(&e))?);
+        *current = Arc::clone(&next);
+        drop(current);
+        let (shared, old) = (Arc::clone(self), Arc::clone(old));
+        let drainer = thread::Builder::new()
+            .name("drainer".into())
+            .spawn(move || drain(&shared, &old))
+            .map_err(|e| cannot(&e))?;
+        let mut drainers = self.drainers.lock().unwrap_or_else(PoisonError::into_inner);
+        drainers.retain(|d| !d.is_finished());
+        drainers.push(drainer);
+        Ok(next)
+    }
+}
+
+/// Serve the requests of a server whose accept loop ended, until its
+/// connections have been quiet for an idle timeout (by then they are closed).
+fn drain(shared: &Arc<Shared>, server: &Server) {
+    let mut quiet_since = Instant::now();
+    while !shared.stopping.load(Ordering::SeqCst)
+        && quiet_since.elapsed() <= shared.settings.body_timeout + POLL
+    {
+        if let Ok(Some(request)) = server.recv_timeout(POLL) {
+            serve(shared, request);
+            quiet_since = Instant::now();
+        }
+    }
+}
+
+/// Handle a request here if its body is in memory, else on a thread of its own.
+fn serve(shared: &Arc<Shared>, request: Request) {
+    if body_in_memory(&request) {
+        handle(shared, request);
+    } else {
+        let inner = Arc::clone(shared);
+        shared.slow_in_flight.fetch_add(1, Ordering::SeqCst);
+        let spawned = thread::Builder::new()
+            .name("slow-body".into())
+            .spawn(move || {
+                handle(&inner, request);
+                inner.slow_in_flight.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(error) = spawned {
+            shared.slow_in_flight.fetch_sub(1, Ordering::SeqCst);
+            log::error!("could not start a thread for a request: {error}");
         }
     }
 }

@@ -8,3 +8,4 @@ mod proof;
 mod crash;
 mod durability;
 mod history;
+mod hostile;
