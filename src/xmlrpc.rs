@@ -312,8 +312,10 @@ fn parse_tree(body: &[u8]) -> Result<Element, Fault> {
     config.max_entity_expansion_depth = 0;
     config.max_name_length = 256;
     config.max_attributes = 64;
+    config.allow_multiple_root_elements = false;
     let reader = EventReader::new_with_config(body, config);
     let mut stack: Vec<Element> = Vec::new();
+    let mut root = None;
     for event in reader {
         let event =
             event.map_err(|e| parse_error(format!("the request is not well-formed XML: {e}")))?;
@@ -340,7 +342,9 @@ fn parse_tree(body: &[u8]) -> Result<Element, Fault> {
                 };
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(done),
-                    None => return Ok(done),
+                    // Read on: whatever follows must be well-formed too,
+                    // and there must be no second root element.
+                    None => root = Some(done),
                 }
             }
             XmlEvent::Characters(text) | XmlEvent::CData(text) | XmlEvent::Whitespace(text) => {
@@ -348,13 +352,13 @@ fn parse_tree(body: &[u8]) -> Result<Element, Fault> {
                     current.text.push_str(&text);
                 }
             }
+            XmlEvent::EndDocument => break,
             XmlEvent::StartDocument { .. }
-            | XmlEvent::EndDocument
             | XmlEvent::ProcessingInstruction { .. }
             | XmlEvent::Comment(_) => {}
         }
     }
-    Err(parse_error("the request has no root element"))
+    root.ok_or_else(|| parse_error("the request has no root element"))
 }
 
 const XML_HEAD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
@@ -654,6 +658,21 @@ mod tests {
                 .code,
             FaultCode::ParseError
         );
+    }
+
+    #[test]
+    fn content_after_the_root_element_is_a_parse_error() {
+        let call = "<methodCall><methodName>locks</methodName></methodCall>";
+        for trailer in ["<methodCall/>", "garbage", "<a>", "</b>"] {
+            let xml = format!("{call}{trailer}");
+            assert_eq!(fault(&xml).code, FaultCode::ParseError, "{xml:?}");
+        }
+        for fine in ["", "\n", "  <!-- done -->\n", "<?pi x?>"] {
+            assert_eq!(
+                parse_call(format!("{call}{fine}").as_bytes()).map(|c| c.method),
+                Ok("locks".to_owned())
+            );
+        }
     }
 
     #[test]
