@@ -95,14 +95,13 @@ impl Rpc {
     }
 }
 
-/// Read one HTTP response with a Content-Length body: status and body.
+/// Read one HTTP response (a Content-Length or a chunked body): status
+/// and body.
 pub fn read_response(reader: &mut impl BufRead) -> io::Result<(u16, Vec<u8>)> {
+    let eof = |what| io::Error::new(io::ErrorKind::UnexpectedEof, what);
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed before a reply",
-        ));
+        return Err(eof("connection closed before a reply"));
     }
     let status = line
         .split(' ')
@@ -110,28 +109,45 @@ pub fn read_response(reader: &mut impl BufRead) -> io::Result<(u16, Vec<u8>)> {
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or_else(|| io::Error::other(format!("bad status line {line:?}")))?;
     let mut length = None;
+    let mut chunked = false;
     loop {
         line.clear();
         if reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed in the headers",
-            ));
+            return Err(eof("connection closed in the headers"));
         }
         let header = line.trim_end();
         if header.is_empty() {
             break;
         }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse::<usize>().ok();
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse::<usize>().ok();
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.trim().eq_ignore_ascii_case("chunked");
+            }
         }
     }
-    let length = length.ok_or_else(|| io::Error::other("reply without Content-Length"))?;
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    Ok((status, body))
+    if !chunked {
+        let length = length.ok_or_else(|| io::Error::other("reply without Content-Length"))?;
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        return Ok((status, body));
+    }
+    let mut body = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(eof("connection closed in a chunked body"));
+        }
+        let size = usize::from_str_radix(line.trim_end(), 16)
+            .map_err(|_| io::Error::other(format!("bad chunk size {line:?}")))?;
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk)?;
+        if size == 0 {
+            return Ok((status, body));
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
 }
 
 /// xorshift64*: small, seeded, good enough to pick operations and moments.
