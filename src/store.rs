@@ -549,7 +549,15 @@ fn create_durable(path: &Path, data: &[u8]) -> Result<(), Error> {
 /// bare client string and read it back stripped; lockd adds a line with the
 /// time, and falls back to the file's modification time without one.
 fn read_lock_file(path: &Path) -> io::Result<(String, SystemTime)> {
-    let file = File::open(path)?;
+    // Without O_NONBLOCK, opening a FIFO put there by hand would block with
+    // the mutex and the flock held, and hang every lockd on the directory.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
     let mut bytes = Vec::new();
     (&file).take(MAX_LOCK_FILE).read_to_end(&mut bytes)?;
     let text = String::from_utf8_lossy(&bytes);

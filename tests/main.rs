@@ -6,6 +6,7 @@ mod daemon;
 mod proof;
 
 mod crash;
+mod disk;
 mod durability;
 mod history;
 mod hostile;
