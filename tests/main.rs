@@ -10,3 +10,4 @@ mod disk;
 mod durability;
 mod history;
 mod hostile;
+mod names;
