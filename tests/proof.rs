@@ -2,7 +2,7 @@
 //! disk): a small keep-alive XML-RPC client over a raw `TcpStream` that
 //! reports exactly what came back (or that nothing did), a seeded PRNG, and
 //! the knobs that scale a suite from its short form (run by `cargo test`)
-//! to its long form (`LOCKD_PROOF_SCALE=10 cargo test proof`... see README).
+//! to its long form (`LOCKD_PROOF_SCALE=10`, see README "Proven properties").
 
 #![allow(dead_code)]
 
