@@ -1,11 +1,15 @@
 //! The command line: options to a [`Config`], or help, or the version.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use getopts::Options;
 
 /// The address lockd listens on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7390";
+
+/// How long a connection may stay silent unless `--idle-timeout` says.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The lock directory when neither `--dir` nor `$STATE_DIRECTORY` names one.
 pub const DEFAULT_DIR: &str = "locks";
@@ -16,6 +20,8 @@ pub struct Config {
     pub dir: PathBuf,
     pub listen: String,
     pub threads: usize,
+    /// How long a connection may stay silent before it is closed.
+    pub idle_timeout: Duration,
     pub log_level: Option<log::LevelFilter>,
 }
 
@@ -42,6 +48,12 @@ fn options() -> Options {
         "HOST:PORT",
     );
     opts.optopt("", "threads", "worker threads taking requests [2]", "N");
+    opts.optopt(
+        "",
+        "idle-timeout",
+        "close a connection silent for this long, and refuse a body that takes longer [30]",
+        "SECONDS",
+    );
     opts.optopt(
         "",
         "log-level",
@@ -106,6 +118,17 @@ pub fn parse(args: &[String], state_directory: Option<&str>) -> Result<Command, 
             }
         },
     };
+    let idle_timeout = match matches.opt_str("idle-timeout") {
+        None => DEFAULT_IDLE_TIMEOUT,
+        Some(n) => match n.parse::<u64>() {
+            Ok(n) if (1..=86_400).contains(&n) => Duration::from_secs(n),
+            _ => {
+                return Err(format!(
+                    "--idle-timeout takes a number of seconds from 1 to 86400, not {n:?}"
+                ));
+            }
+        },
+    };
     let log_level = match matches.opt_str("log-level") {
         None => None,
         Some(level) => Some(level.parse().map_err(|_| {
@@ -116,6 +139,7 @@ pub fn parse(args: &[String], state_directory: Option<&str>) -> Result<Command, 
         dir,
         listen,
         threads,
+        idle_timeout,
         log_level,
     }))
 }
@@ -139,6 +163,7 @@ mod tests {
                 dir: "locks".into(),
                 listen: DEFAULT_LISTEN.into(),
                 threads: 2,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
                 log_level: None
             }
         );
@@ -159,6 +184,8 @@ mod tests {
                 "0.0.0.0:1",
                 "--threads",
                 "4",
+                "--idle-timeout",
+                "2",
                 "--log-level",
                 "debug",
             ]),
@@ -170,6 +197,7 @@ mod tests {
         assert_eq!(config.dir, PathBuf::from("/x"));
         assert_eq!(config.listen, "0.0.0.0:1");
         assert_eq!(config.threads, 4);
+        assert_eq!(config.idle_timeout, Duration::from_secs(2));
         assert_eq!(config.log_level, Some(log::LevelFilter::Debug));
     }
 
@@ -179,6 +207,11 @@ mod tests {
             parse(&args(&["--threads", "0"]), None)
                 .unwrap_err()
                 .contains("1 to 1024")
+        );
+        assert!(
+            parse(&args(&["--idle-timeout", "0"]), None)
+                .unwrap_err()
+                .contains("1 to 86400")
         );
         assert!(
             parse(&args(&["--log-level", "loud"]), None)

@@ -280,4 +280,92 @@ mod tests {
         assert_eq!(py2repr("café"), "'caf\\xc3\\xa9'");
         assert_eq!(py2repr("a\nb\rc\u{1}\u{7f}"), "'a\\nb\\rc\\x01\\x7f'");
     }
+
+    /// xorshift64*, so the property tests need no dependency.
+    struct Prng(u64);
+
+    impl Prng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// A random name: few characters, drawn mostly from the troublesome
+    /// ones (`.`, `/`, `%`, controls, spaces, multi-byte characters).
+    fn random_name(rng: &mut Prng) -> String {
+        let len = 1 + rng.below(12) as usize;
+        (0..len)
+            .map(|_| match rng.below(8) {
+                0 => '.',
+                1 => '/',
+                2 => '%',
+                3 => char::from(rng.below(0x20) as u8),
+                4 => char::from(b'a' + rng.below(3) as u8),
+                5 => ['\\', ' ', '\u{7f}', '\u{0}', '-', '_'][rng.below(6) as usize],
+                6 => char::from_u32(0x80 + rng.below(0x800) as u32).unwrap_or('x'),
+                _ => char::from_u32(rng.below(0x11_0000) as u32).unwrap_or('\u{10FFFF}'),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_names_stay_inside_round_trip_and_never_collide() {
+        let mut rng = Prng(0x5EED_1234_ABCD_0001);
+        let mut stems = std::collections::HashMap::new();
+        let mut encoded = 0;
+        for _ in 0..50_000 {
+            let name = random_name(&mut rng);
+            let stem = match encode(&name) {
+                Ok(stem) => stem,
+                Err(NameError::ResourceTooLong { .. }) => continue,
+                Err(other) => panic!("{name:?}: {other}"),
+            };
+            encoded += 1;
+            assert!(
+                !stem.is_empty()
+                    && !stem.starts_with('.')
+                    && stem.bytes().all(|b| b.is_ascii_graphic() && b != b'/'),
+                "{name:?} encodes to {stem:?}"
+            );
+            let path = std::path::Path::new("/locks").join(format!("{stem}{LOCK_SUFFIX}"));
+            assert_eq!(
+                path.parent(),
+                Some(std::path::Path::new("/locks")),
+                "{name:?}"
+            );
+            assert_eq!(decode(&stem).as_deref(), Some(name.as_str()));
+            if let Some(other) = stems.insert(stem.clone(), name.clone()) {
+                assert_eq!(other, name, "{other:?} and {name:?} share {stem:?}");
+            }
+        }
+        assert!(encoded > 40_000, "too few names fit: {encoded}");
+    }
+
+    #[test]
+    fn random_stems_decode_only_when_canonical() {
+        let mut rng = Prng(0x5EED_1234_ABCD_0002);
+        let alphabet = b"%0123456789ABCDEFabcdef.-_/ xz\xc3\xa9";
+        let mut accepted = 0;
+        for _ in 0..50_000 {
+            let len = 1 + rng.below(10) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
+                .collect();
+            let Ok(stem) = String::from_utf8(bytes) else {
+                continue;
+            };
+            if let Some(name) = decode(&stem) {
+                accepted += 1;
+                assert_eq!(encode(&name).as_deref(), Ok(stem.as_str()), "{stem:?}");
+            }
+        }
+        assert!(accepted > 1000, "too few stems decoded: {accepted}");
+    }
 }

@@ -8,12 +8,20 @@
 //! commit). A request whose body is not already in memory (large, chunked,
 //! or `Expect: 100-continue`) is read on a thread of its own, so a slow client
 //! holds up nobody else.
+//!
+//! tiny_http ends its accept loop at the first failed `accept`, and on Linux
+//! `accept` times out with the listener's `SO_RCVTIMEO` (which lockd sets so
+//! that accepted sockets inherit it): after one idle timeout without a new
+//! connection, the server would accept no more. So a failed accept starts a
+//! new tiny_http server on the same socket, and a thread of its own serves
+//! the connections the old one still has until they have been quiet for an
+//! idle timeout.
 
 use std::io::{self, Cursor};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -60,6 +68,13 @@ struct Pending {
 
 struct Shared {
     store: Arc<Store>,
+    /// The tiny_http server whose accept loop runs; none once stopped.
+    server: RwLock<Option<Accepting>>,
+    /// The listening socket, to start a new server on when an accept loop
+    /// ends; taken (and closed) at stop.
+    listener: Mutex<Option<TcpListener>>,
+    /// Threads serving the connections of servers whose accept loop ended.
+    drainers: Mutex<Vec<thread::JoinHandle<()>>>,
     settings: Settings,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -73,21 +88,27 @@ struct Shared {
     fatal: Mutex<Option<String>>,
 }
 
+/// A tiny_http server, and a watch on its copy of the listening socket.
+#[derive(Clone)]
+struct Accepting {
+    server: Arc<Server>,
+    watch: ListenerWatch,
+}
+
 /// A running server; [`Running::stop`] ends it gracefully.
 pub struct Running {
     shared: Arc<Shared>,
-    /// Kept apart from `shared` so that [`Running::stop`] can drop it (and
-    /// with it the listening socket) while requests in flight finish.
-    server: Arc<Server>,
-    listener: ListenerWatch,
     workers: Vec<thread::JoinHandle<()>>,
     syncer: thread::JoinHandle<()>,
 }
 
-/// The listening socket, known by descriptor number and inode, to notice
-/// when tiny_http's accept thread has ended: it panics when it cannot start
-/// a thread for a new connection (at the unit's `TasksMax=`, say) and
-/// closes the socket, after which nothing would ever be served again.
+/// tiny_http's copy of the listening socket, known by descriptor number and
+/// inode. tiny_http ends its accept loop, closing that copy, when `accept`
+/// fails (on Linux it times out with the listener's `SO_RCVTIMEO`, which
+/// lockd sets so that accepted sockets inherit it) and when it panics (it
+/// does when it cannot start a thread for a new connection, at the unit's
+/// `TasksMax=`, say). Either way a new server must take over.
+#[derive(Clone)]
 struct ListenerWatch {
     fd: RawFd,
     dev: u64,
@@ -119,6 +140,17 @@ fn inode_of(fd: RawFd) -> io::Result<(u64, u64)> {
     }
 }
 
+/// A tiny_http server accepting on a copy of `listener`.
+fn accepting(listener: &TcpListener) -> io::Result<Accepting> {
+    let copy = listener.try_clone()?;
+    let watch = ListenerWatch::new(&copy)?;
+    let server = Server::from_listener(copy, None).map_err(io::Error::other)?;
+    Ok(Accepting {
+        server: Arc::new(server),
+        watch,
+    })
+}
+
 /// Start serving on `listener`, counting into `metrics` and answering
 /// `GET /health` from `health`.
 pub fn start(
@@ -128,11 +160,13 @@ pub fn start(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) -> io::Result<Running> {
-    let watch = ListenerWatch::new(&listener)?;
-    let server = Arc::new(Server::from_listener(listener, None).map_err(io::Error::other)?);
+    let first = accepting(&listener)?;
     let threads = settings.threads.max(1);
     let shared = Arc::new(Shared {
         store,
+        server: RwLock::new(Some(first)),
+        listener: Mutex::new(Some(listener)),
+        drainers: Mutex::new(Vec::new()),
         settings,
         metrics,
         health,
@@ -153,17 +187,14 @@ pub fn start(
     let mut workers = Vec::with_capacity(threads);
     for i in 0..threads {
         let shared = Arc::clone(&shared);
-        let server = Arc::clone(&server);
         workers.push(
             thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || worker(&shared, &server))?,
+                .spawn(move || worker(&shared))?,
         );
     }
     Ok(Running {
         shared,
-        server,
-        listener: watch,
         workers,
         syncer,
     })
@@ -172,17 +203,11 @@ pub fn start(
 impl Running {
     /// Why the server cannot go on, once it cannot.
     pub fn fatal(&self) -> Option<String> {
-        let fatal = self
-            .shared
+        self.shared
             .fatal
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if fatal.is_none() && !self.listener.is_open() {
-            let why = "the HTTP server stopped accepting connections (its accept thread ended, as it does when no thread can be started for a new connection: too many connections for TasksMax= or the process limit); exiting so that a restart serves again";
-            return Some(why.to_owned());
-        }
-        fatal
+            .clone()
     }
 
     /// Stop taking requests, let those in flight finish (up to `grace`),
@@ -190,22 +215,40 @@ impl Running {
     pub fn stop(self, grace: Duration) -> bool {
         let shared = &self.shared;
         shared.stopping.store(true, Ordering::SeqCst);
-        // Requests tiny_http has already read come before the unblock
-        // markers in its queue, so the workers answer them first.
-        for _ in 0..self.workers.len() {
-            self.server.unblock();
-        }
         let deadline = Instant::now() + grace;
         let mut finished = true;
+        // Workers and drainers answer what tiny_http has already read, then end.
         for worker in self.workers {
             finished &= join_by(worker, deadline);
         }
-        // Dropping the last handle closes the listening socket (tiny_http
-        // connects to itself to end its accept loop): new callers are
-        // refused, or, under socket activation, wait in the kernel's queue
-        // for the next lockd, instead of being accepted and never answered.
-        // Requests already taken keep their connections.
-        drop(self.server);
+        let drainers = std::mem::take(
+            &mut *shared
+                .drainers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for drainer in drainers {
+            finished &= join_by(drainer, deadline);
+        }
+        // Closing every copy of the listening socket (tiny_http connects to
+        // itself to end its accept loop) makes new callers be refused, or,
+        // under socket activation, wait in the kernel's queue for the next
+        // lockd, instead of being accepted and never answered. Requests
+        // already taken keep their connections.
+        drop(
+            shared
+                .listener
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        drop(
+            shared
+                .server
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         while shared.slow_in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
         }
@@ -250,34 +293,135 @@ impl Shared {
     }
 }
 
-fn worker(shared: &Arc<Shared>, server: &Server) {
+/// How often waiting threads look at the stop flag and the current server.
+const POLL: Duration = Duration::from_millis(200);
+
+fn worker(shared: &Arc<Shared>) {
+    let Some(mut current) = shared.current() else {
+        return;
+    };
     loop {
-        let request = match server.recv() {
-            Ok(request) => request,
-            Err(error) => {
-                if !shared.stopping.load(Ordering::SeqCst) {
-                    shared.fail(format!(
-                        "the HTTP server stopped accepting connections: {error}"
-                    ));
+        let stopping = shared.stopping.load(Ordering::SeqCst);
+        let wait = if stopping { Duration::ZERO } else { POLL };
+        match current.server.recv_timeout(wait) {
+            Ok(Some(request)) => serve(shared, request),
+            Ok(None) | Err(_) if stopping => return,
+            Ok(None) if current.watch.is_open() => match shared.current() {
+                Some(next) => current = next,
+                None => return,
+            },
+            Ok(None) => {
+                let why = "its accept thread ended (it does when no thread can be started for a new connection: too many connections for TasksMax= or the process limit)";
+                match shared.restart(&current, why, false) {
+                    Ok(next) => current = next,
+                    Err(why) => return shared.fail(why),
                 }
-                return;
             }
+            Err(error) => {
+                let quiet = matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                );
+                match shared.restart(&current, &error.to_string(), quiet) {
+                    Ok(next) => current = next,
+                    Err(why) => return shared.fail(why),
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn current(&self) -> Option<Accepting> {
+        self.server
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `old`'s accept loop ended (`why`; `quiet` if only because no one
+    /// connected for an idle timeout): start a new server on the listening
+    /// socket, and a thread that serves `old`'s open connections.
+    fn restart(
+        self: &Arc<Self>,
+        old: &Accepting,
+        why: &str,
+        quiet: bool,
+    ) -> Result<Accepting, String> {
+        let cannot = |e: &dyn std::fmt::Display| {
+            format!(
+                "the HTTP server stopped accepting connections and cannot be restarted: {e}; exiting so that a restart serves again"
+            )
         };
-        if body_in_memory(&request) {
-            handle(shared, request);
+        let mut current = self.server.write().unwrap_or_else(PoisonError::into_inner);
+        match current.as_ref() {
+            None => return Err(cannot(&"lockd is stopping")),
+            Some(now) if !Arc::ptr_eq(&now.server, &old.server) => return Ok(now.clone()),
+            Some(_) => {}
+        }
+        if quiet {
+            log::debug!("no new connection for an idle timeout; restarting the accept loop");
         } else {
-            let inner = Arc::clone(shared);
-            shared.slow_in_flight.fetch_add(1, Ordering::SeqCst);
-            let spawned = thread::Builder::new()
-                .name("slow-body".into())
-                .spawn(move || {
-                    handle(&inner, request);
-                    inner.slow_in_flight.fetch_sub(1, Ordering::SeqCst);
-                });
-            if let Err(error) = spawned {
-                shared.slow_in_flight.fetch_sub(1, Ordering::SeqCst);
-                log::error!("could not start a thread for a request: {error}");
+            // Out of file descriptors or threads, say: do not spin.
+            log::warn!(
+                "the HTTP server stopped accepting connections: {why}; starting a new one in a second"
+            );
+            thread::sleep(Duration::from_secs(1));
+        }
+        let next = {
+            let listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(listener) = listener.as_ref() else {
+                return Err(cannot(&"lockd is stopping"));
+            };
+            accepting(listener).map_err(|e| cannot(&e))?
+        };
+        *current = Some(next.clone());
+        drop(current);
+        let (shared, old) = (Arc::clone(self), old.server.clone());
+        let drainer = thread::Builder::new()
+            .name("drainer".into())
+            .spawn(move || drain(&shared, &old))
+            .map_err(|e| cannot(&e))?;
+        let mut drainers = self.drainers.lock().unwrap_or_else(PoisonError::into_inner);
+        drainers.retain(|d| !d.is_finished());
+        drainers.push(drainer);
+        Ok(next)
+    }
+}
+
+/// Serve the requests of a server whose accept loop ended, until its
+/// connections have been quiet for an idle timeout (by then they are closed).
+fn drain(shared: &Arc<Shared>, server: &Server) {
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() <= shared.settings.body_timeout + POLL {
+        let stopping = shared.stopping.load(Ordering::SeqCst);
+        match server.recv_timeout(if stopping { Duration::ZERO } else { POLL }) {
+            Ok(Some(request)) => {
+                serve(shared, request);
+                quiet_since = Instant::now();
             }
+            _ if stopping => return,
+            _ => {}
+        }
+    }
+}
+
+/// Handle a request here if its body is in memory, else on a thread of its own.
+fn serve(shared: &Arc<Shared>, request: Request) {
+    if body_in_memory(&request) {
+        handle(shared, request);
+    } else {
+        let inner = Arc::clone(shared);
+        shared.slow_in_flight.fetch_add(1, Ordering::SeqCst);
+        let spawned = thread::Builder::new()
+            .name("slow-body".into())
+            .spawn(move || {
+                handle(&inner, request);
+                inner.slow_in_flight.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(error) = spawned {
+            shared.slow_in_flight.fetch_sub(1, Ordering::SeqCst);
+            log::error!("could not start a thread for a request: {error}");
         }
     }
 }

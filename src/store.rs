@@ -23,11 +23,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use crate::clock::{self, Utc};
@@ -160,7 +160,8 @@ pub struct OpenReport {
 /// The lock directory.
 pub struct Store {
     dir: PathBuf,
-    dir_file: File,
+    /// The directory, open for fsync; replaced if the directory is.
+    dir_file: RwLock<Arc<File>>,
     core: Mutex<Core>,
     synced: AtomicU64,
     contents: Mutex<HashMap<String, Content>>,
@@ -169,6 +170,8 @@ pub struct Store {
 
 struct Core {
     global_lock: File,
+    /// Device and inode of the directory `dir_file` and `global_lock` are in.
+    dir_id: (u64, u64),
     changes: u64,
 }
 
@@ -196,22 +199,13 @@ impl Store {
     pub fn open(dir: &Path) -> Result<(Store, OpenReport), Error> {
         fs::create_dir_all(dir).map_err(|e| Error::io("create the lock directory", dir, e))?;
         let dir = fs::canonicalize(dir).map_err(|e| Error::io("resolve", dir, e))?;
-        let dir_file =
-            File::open(&dir).map_err(|e| Error::io("open the lock directory", &dir, e))?;
-        let lock_path = dir.join(GLOBAL_LOCK_FILE);
-        let global_lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open", &lock_path, e))?;
+        let (dir_file, global_lock, dir_id) = open_dir(&dir)?;
         let store = Store {
             dir,
-            dir_file,
+            dir_file: RwLock::new(Arc::new(dir_file)),
             core: Mutex::new(Core {
                 global_lock,
+                dir_id,
                 changes: 0,
             }),
             synced: AtomicU64::new(0),
@@ -249,7 +243,7 @@ impl Store {
             }
         }
         if report.removed_leftovers > 0 {
-            self.dir_file
+            self.dir_file()
                 .sync_all()
                 .map_err(|e| Error::io("fsync", &self.dir, e))?;
         }
@@ -258,7 +252,8 @@ impl Store {
     }
 
     fn guard(&self) -> Result<Guard<'_>, Error> {
-        let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        self.follow_directory(&mut core)?;
         loop {
             // SAFETY: flock on a file descriptor this Core owns.
             if unsafe { libc::flock(core.global_lock.as_raw_fd(), libc::LOCK_EX) } == 0 {
@@ -269,6 +264,33 @@ impl Store {
                 return Err(Error::io("lock", &self.dir.join(GLOBAL_LOCK_FILE), error));
             }
         }
+    }
+
+    /// If the lock directory was removed and made anew (by hand, or by a
+    /// tool), reopen it: otherwise fsyncs and the flock would go to the old,
+    /// deleted directory, and acknowledged changes would not be durable.
+    fn follow_directory(&self, core: &mut Core) -> Result<(), Error> {
+        let meta = fs::metadata(&self.dir)
+            .map_err(|e| Error::io("open the lock directory", &self.dir, e))?;
+        if (meta.dev(), meta.ino()) == core.dir_id {
+            return Ok(());
+        }
+        let (dir_file, global_lock, dir_id) = open_dir(&self.dir)?;
+        log::warn!(
+            "the lock directory {} was replaced; lockd now uses the new one",
+            self.dir.display()
+        );
+        core.global_lock = global_lock;
+        core.dir_id = dir_id;
+        *self
+            .dir_file
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(dir_file);
+        Ok(())
+    }
+
+    fn dir_file(&self) -> Arc<File> {
+        Arc::clone(&self.dir_file.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The number of the last change, read after the observation it covers.
@@ -449,7 +471,7 @@ impl Store {
     /// Returns the number of the last change it covers.
     pub fn sync(&self) -> Result<u64, Error> {
         let target = self.current_seq();
-        self.dir_file
+        self.dir_file()
             .sync_all()
             .map_err(|e| Error::io("fsync", &self.dir, e))?;
         self.synced.fetch_max(target, Ordering::AcqRel);
@@ -464,7 +486,7 @@ impl Store {
     /// Exercise the write path: create, write, fsync and remove a probe file,
     /// and fsync the directory. Used by health checks and the watchdog.
     pub fn probe(&self) -> Result<(), Error> {
-        let path = self.temp_path();
+        let path = self.temp_path("probe-");
         let written = create_durable(&path, b"probe\n");
         let removed = match fs::remove_file(&path) {
             // Another process's start-up removes leftover `.lockd-*.tmp`
@@ -474,7 +496,7 @@ impl Store {
         };
         written?;
         removed.map_err(|e| Error::io("remove", &path, e))?;
-        self.dir_file
+        self.dir_file()
             .sync_all()
             .map_err(|e| Error::io("fsync", &self.dir, e))
     }
@@ -501,10 +523,12 @@ impl Store {
         Ok(oldest)
     }
 
-    fn temp_path(&self) -> PathBuf {
+    /// `.lockd-<kind><pid>-<n>.tmp`: content files have no kind, self-test
+    /// files `probe-`. Start-up removes them all.
+    fn temp_path(&self, kind: &str) -> PathBuf {
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         self.dir.join(format!(
-            "{TEMP_PREFIX}{}-{n}{TEMP_SUFFIX}",
+            "{TEMP_PREFIX}{kind}{}-{n}{TEMP_SUFFIX}",
             std::process::id()
         ))
     }
@@ -518,7 +542,7 @@ impl Store {
                 return Ok(content.path.clone());
             }
         }
-        let path = self.temp_path();
+        let path = self.temp_path("");
         let text = format!("{client}\n{}\n", Utc::from_system(now).rfc3339());
         create_durable(&path, text.as_bytes())?;
         let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
@@ -560,6 +584,25 @@ impl Store {
     }
 }
 
+/// Open the lock directory (for fsync) and its `lockd.lock`, and say which
+/// directory they are in.
+fn open_dir(dir: &Path) -> Result<(File, File, (u64, u64)), Error> {
+    let dir_file = File::open(dir).map_err(|e| Error::io("open the lock directory", dir, e))?;
+    let meta = dir_file
+        .metadata()
+        .map_err(|e| Error::io("open the lock directory", dir, e))?;
+    let lock_path = dir.join(GLOBAL_LOCK_FILE);
+    let global_lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(&lock_path)
+        .map_err(|e| Error::io("open", &lock_path, e))?;
+    Ok((dir_file, global_lock, (meta.dev(), meta.ino())))
+}
+
 fn create_durable(path: &Path, data: &[u8]) -> Result<(), Error> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -576,7 +619,15 @@ fn create_durable(path: &Path, data: &[u8]) -> Result<(), Error> {
 /// bare client string and read it back stripped; lockd adds a line with the
 /// time, and falls back to the file's modification time without one.
 fn read_lock_file(path: &Path) -> io::Result<(String, SystemTime)> {
-    let file = File::open(path)?;
+    // Without O_NONBLOCK, opening a FIFO put there by hand would block with
+    // the mutex and the flock held, and hang every lockd on the directory.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
     let mut bytes = Vec::new();
     (&file).take(MAX_LOCK_FILE).read_to_end(&mut bytes)?;
     let text = String::from_utf8_lossy(&bytes);

@@ -312,8 +312,10 @@ fn parse_tree(body: &[u8]) -> Result<Element, Fault> {
     config.max_entity_expansion_depth = 0;
     config.max_name_length = 256;
     config.max_attributes = 64;
+    config.allow_multiple_root_elements = false;
     let reader = EventReader::new_with_config(body, config);
     let mut stack: Vec<Element> = Vec::new();
+    let mut root = None;
     for event in reader {
         let event =
             event.map_err(|e| parse_error(format!("the request is not well-formed XML: {e}")))?;
@@ -340,7 +342,9 @@ fn parse_tree(body: &[u8]) -> Result<Element, Fault> {
                 };
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(done),
-                    None => return Ok(done),
+                    // Read on: whatever follows must be well-formed too,
+                    // and there must be no second root element.
+                    None => root = Some(done),
                 }
             }
             XmlEvent::Characters(text) | XmlEvent::CData(text) | XmlEvent::Whitespace(text) => {
@@ -348,13 +352,13 @@ fn parse_tree(body: &[u8]) -> Result<Element, Fault> {
                     current.text.push_str(&text);
                 }
             }
+            XmlEvent::EndDocument => break,
             XmlEvent::StartDocument { .. }
-            | XmlEvent::EndDocument
             | XmlEvent::ProcessingInstruction { .. }
             | XmlEvent::Comment(_) => {}
         }
     }
-    Err(parse_error("the request has no root element"))
+    root.ok_or_else(|| parse_error("the request has no root element"))
 }
 
 const XML_HEAD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
@@ -657,6 +661,21 @@ mod tests {
     }
 
     #[test]
+    fn content_after_the_root_element_is_a_parse_error() {
+        let call = "<methodCall><methodName>locks</methodName></methodCall>";
+        for trailer in ["<methodCall/>", "garbage", "<a>", "</b>"] {
+            let xml = format!("{call}{trailer}");
+            assert_eq!(fault(&xml).code, FaultCode::ParseError, "{xml:?}");
+        }
+        for fine in ["", "\n", "  <!-- done -->\n", "<?pi x?>"] {
+            assert_eq!(
+                parse_call(format!("{call}{fine}").as_bytes()).map(|c| c.method),
+                Ok("locks".to_owned())
+            );
+        }
+    }
+
+    #[test]
     fn wrong_structure_is_invalid_request() {
         for xml in [
             "<foo/>",
@@ -767,5 +786,132 @@ mod tests {
         }
         assert_eq!(base64_decode("Zm9v\nYmFy").unwrap(), b"foobar");
         assert_eq!(base64_decode("Z!=="), None);
+    }
+
+    /// xorshift64*, so the fuzz-style test needs no dependency.
+    struct Prng(u64);
+
+    impl Prng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    const SEEDS: &[&str] = &[
+        "<?xml version='1.0'?>\n<methodCall>\n<methodName>lock</methodName>\n<params>\n<param>\n<value><string>resource1</string></value>\n</param>\n<param>\n<value><string>client1</string></value>\n</param>\n</params>\n</methodCall>\n",
+        "<methodCall><methodName>system.multicall</methodName><params><param><value><array><data><value><struct><member><name>methodName</name><value>lock</value></member><member><name>params</name><value><array><data><value>a</value><value>b</value></data></array></value></member></struct></value></data></array></value></param></params></methodCall>",
+        "<methodCall><methodName>x</methodName><params><param><value><int>-7</int></value></param><param><value><boolean>1</boolean></value></param><param><value><double>1.5e3</double></value></param><param><value><base64>aGk=</base64></value></param><param><value><dateTime.iso8601>20261129T15:04:05</dateTime.iso8601></value></param><param><value><nil/></value></param><param><value><![CDATA[<&>]]>&amp;&#233;</value></param></params></methodCall>",
+        "<methodResponse><fault><value><struct><member><name>faultCode</name><value><int>1</int></value></member><member><name>faultString</name><value>x</value></member></struct></value></fault></methodResponse>",
+    ];
+
+    const SNIPPETS: &[&str] = &[
+        "<",
+        ">",
+        "</",
+        "/>",
+        "&",
+        "&amp;",
+        "&#",
+        "&#x0;",
+        "&#xD800;",
+        "<![CDATA[",
+        "]]>",
+        "<!--",
+        "-->",
+        "<?xml",
+        "?>",
+        "<!DOCTYPE x [<!ENTITY a 'b'>]>",
+        "<value>",
+        "</value>",
+        "<array><data>",
+        "</data></array>",
+        "<struct>",
+        "<member>",
+        "<name>",
+        "<int>",
+        "<i4>",
+        "<boolean>",
+        "<double>",
+        "<base64>",
+        "<nil/>",
+        "'",
+        "\"",
+        "=",
+        " a='1'",
+        "xmlns:x='u'",
+        "x:",
+        "\u{0}",
+        "\u{FFFE}",
+        "\u{10FFFF}",
+        "\r\n",
+        "\t",
+        "99999999999",
+        "NaN",
+        "-0",
+        "====",
+    ];
+
+    fn mutate(rng: &mut Prng, input: &mut Vec<u8>) {
+        for _ in 0..1 + rng.below(2) {
+            let at = rng.below(input.len() + 1);
+            match rng.below(6) {
+                0 if !input.is_empty() => {
+                    let i = rng.below(input.len());
+                    input[i] = rng.next() as u8;
+                }
+                1 => {
+                    let snippet = SNIPPETS[rng.below(SNIPPETS.len())].as_bytes();
+                    input.splice(at..at, snippet.iter().copied());
+                }
+                2 if at < input.len() => {
+                    let end = (at + 1 + rng.below(16)).min(input.len());
+                    input.drain(at..end);
+                }
+                3 if at < input.len() => {
+                    let end = (at + 1 + rng.below(64)).min(input.len());
+                    let copy = input[at..end].to_vec();
+                    input.splice(at..at, copy);
+                }
+                4 => input.truncate(at),
+                _ => input.insert(at, rng.next() as u8),
+            }
+        }
+    }
+
+    /// Random and mutated XML never panics the parser, and every call it
+    /// accepts survives the writer unchanged. (A libFuzzer target for the
+    /// same is in fuzz/; this bounded run is part of `cargo test`.)
+    #[test]
+    fn fuzz_style_random_and_mutated_requests() {
+        let mut rng = Prng(0x0F0F_1234_5678_9ABC);
+        let mut parsed = 0;
+        for round in 0..20_000 {
+            let mut input = if round % 10 == 0 {
+                (0..rng.below(200)).map(|_| rng.next() as u8).collect()
+            } else {
+                SEEDS[rng.below(SEEDS.len())].as_bytes().to_vec()
+            };
+            mutate(&mut rng, &mut input);
+            let _ = parse_response(&input);
+            if let Ok(call) = parse_call(&input) {
+                parsed += 1;
+                if !format!("{call:?}").contains("NaN") {
+                    assert_eq!(
+                        parse_call(&write_call(&call)).as_ref(),
+                        Ok(&call),
+                        "{:?}",
+                        String::from_utf8_lossy(&input)
+                    );
+                }
+            }
+        }
+        assert!(parsed > 100, "too few mutants parsed: {parsed}");
     }
 }

@@ -4,4 +4,12 @@ mod support;
 
 mod daemon;
 mod lockcmd;
+mod proof;
 mod systemd;
+
+mod crash;
+mod disk;
+mod durability;
+mod history;
+mod hostile;
+mod names;
