@@ -648,8 +648,9 @@ def write_results(results, extra, info):
       % (info['start'], info['end'], info['nproc'], info['cpu'], info['kernel'],
          info['filesystem'], os.path.relpath(info['dir'], REPO), info['commit'],
          ' (with uncommitted changes in src/)' if info['dirty'] else '',
-         info['redis'], info['python'], info['load_start'], info['load_end'], REPS,
-         WARMUP, DURATION, THREADS, STAGGER_MS))
+         info['redis'], info['python'], info['load_start'], info['load_end'],
+         info.get('reps', REPS), info.get('warmup', WARMUP), info.get('duration', DURATION),
+         info.get('threads', THREADS), info.get('stagger_ms', STAGGER_MS)))
     w('')
     w('Load generator and servers share the same cores: "client CPU" is the load '
       "generator's own CPU time (getrusage) as a share of one core, \"server CPU\" the "
@@ -826,7 +827,16 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = max(soft, min(hard, IDLE_CONNS * 2 + 1024))
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if sys.argv[1:] == ['--report-only']:
+        # Rewrite results.md and the plot from the last run's raw results.
+        with open(os.path.join(OUT, 'results.json')) as f:
+            saved = json.load(f)
+        write_results(saved['results'], saved['extra'], saved['machine'])
+        write_svg(saved['results'], os.path.join(REPO, 'bench', 'throughput.svg'))
+        return
     info = machine()
+    info.update(reps=REPS, warmup=WARMUP, duration=DURATION, threads=THREADS,
+                stagger_ms=STAGGER_MS)
     info['start'] = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')
     info['load_start'] = '%.2f' % os.getloadavg()[0]
     say('benchmark: %s, clients %s, %d reps, %.1f+%.1f s, dir %s (%s)'

@@ -4,6 +4,8 @@
 #
 #   bench/run.sh            full run (about 12 minutes with the defaults)
 #   QUICK=1 bench/run.sh    smoke run (about 2 minutes, one repetition)
+#   bench/run.sh --report-only   rewrite results.md and the plot from
+#                                bench/out/results.json (no measuring)
 #
 # Settings (environment): WARMUP (s, 1), DURATION (s, 5), REPS (3),
 # CLIENTS ("1 8 64"), THREADS (lockd/lockd-null workers, 2), STAGGER_MS (2,
