@@ -2,6 +2,7 @@
 
 mod support;
 
+mod bench;
 mod daemon;
 mod lockcmd;
 mod proof;

@@ -1,0 +1,1127 @@
+//! The load generator of `bench/run.sh`: N keep-alive clients, one thread and
+//! one TCP connection each, doing lock+unlock cycles for a measured window
+//! after a warm-up, and checking every reply.
+//!
+//! Protocols: `xmlrpc` sends byte for byte what Python's `xmlrpc.client`
+//! sends (so lockd, the trivial responder `lockd-null` and the legacy
+//! daemon see the same requests as from real callers); `redis` does the same
+//! cycle as `SET key client NX` / `DEL key` over RESP. Modes: `distinct`
+//! (client i locks `bench-<i>` as `client-<i>`), `contended` (everyone locks
+//! `bench-shared`; an "already locked" refusal is expected and counted on its
+//! own), and `idle` (open N connections, do one cycle on each, hold them, and
+//! report the server's RSS). `--expect noop` accepts only the nil reply for
+//! every call, for a responder that does not lock anything.
+//!
+//! A cycle counts when its unlock completes inside the window. A call's
+//! latency is sampled when it ends inside the window; a call still waiting
+//! when the window closes ends there and counts with the time it waited.
+//! Any reply that is not the expected one is counted as unexpected (and the
+//! exit status is 1): a benchmark must not count faults as successes.
+//! The last line of output is `RESULT {json}` for the driver.
+
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::{Arc, Barrier, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const USAGE: &str =
+    "usage: lockd-bench --addr HOST:PORT [--clients N] [--warmup SECS] [--duration SECS]
+                   [--mode distinct|contended|idle] [--protocol xmlrpc|redis]
+                   [--expect lockd|noop] [--server-pid PID] [--label TEXT]
+                   [--stagger-ms MS]";
+
+/// How often a waiting read wakes up to look at the clock.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A call outside the window (idle set-up, clean-up) gives up after this long.
+const HANG_GUARD: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    Distinct,
+    Contended,
+    Idle,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Protocol {
+    XmlRpc,
+    Redis,
+}
+
+#[derive(Clone, Debug)]
+struct Options {
+    addr: SocketAddr,
+    host: String,
+    clients: usize,
+    warmup: Duration,
+    duration: Duration,
+    mode: Mode,
+    protocol: Protocol,
+    noop: bool,
+    server_pid: Option<u32>,
+    label: String,
+    stagger: Duration,
+}
+
+fn main() -> ExitCode {
+    let options = match parse_options(std::env::args().skip(1).collect()) {
+        Ok(options) => options,
+        Err(message) if message == "help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("lockd-bench: {message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let summary = if options.mode == Mode::Idle {
+        idle(&options)
+    } else {
+        load(&options)
+    };
+    match summary {
+        Ok(summary) => {
+            println!("RESULT {}", summary.json);
+            if summary.clean {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "lockd-bench: some replies were errors or not the expected ones, see above"
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(message) => {
+            eprintln!("lockd-bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_options(args: Vec<String>) -> Result<Options, String> {
+    let mut addr = None;
+    let mut options = Options {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        host: String::new(),
+        clients: 1,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs(5),
+        mode: Mode::Distinct,
+        protocol: Protocol::XmlRpc,
+        noop: false,
+        server_pid: None,
+        label: String::new(),
+        stagger: Duration::ZERO,
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Err("help".into());
+        }
+        let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
+        let seconds = |v: &str| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| format!("{arg} wants seconds, got {v:?}"))
+        };
+        match arg.as_str() {
+            "--addr" => addr = Some(value),
+            "--clients" => {
+                options.clients =
+                    value.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                        format!("--clients wants a positive number, got {value:?}")
+                    })?;
+            }
+            "--warmup" => options.warmup = seconds(&value)?,
+            "--duration" => options.duration = seconds(&value)?,
+            "--mode" => {
+                options.mode = match value.as_str() {
+                    "distinct" => Mode::Distinct,
+                    "contended" => Mode::Contended,
+                    "idle" => Mode::Idle,
+                    _ => return Err(format!("unknown mode {value:?}")),
+                }
+            }
+            "--protocol" => {
+                options.protocol = match value.as_str() {
+                    "xmlrpc" => Protocol::XmlRpc,
+                    "redis" => Protocol::Redis,
+                    _ => return Err(format!("unknown protocol {value:?}")),
+                }
+            }
+            "--expect" => {
+                options.noop = match value.as_str() {
+                    "lockd" => false,
+                    "noop" => true,
+                    _ => return Err(format!("--expect wants lockd or noop, got {value:?}")),
+                }
+            }
+            "--server-pid" => {
+                options.server_pid = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("--server-pid wants a process id, got {value:?}"))?,
+                );
+            }
+            "--label" => options.label = value,
+            "--stagger-ms" => {
+                options.stagger = value
+                    .parse()
+                    .map(Duration::from_millis)
+                    .map_err(|_| format!("--stagger-ms wants milliseconds, got {value:?}"))?;
+            }
+            _ => return Err(format!("unknown option {arg}")),
+        }
+    }
+    let addr = addr.ok_or("--addr is required")?;
+    options.addr = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to nothing"))?;
+    options.host = addr;
+    Ok(options)
+}
+
+/// What a reply meant, independent of the protocol.
+#[derive(Debug, PartialEq)]
+enum Reply {
+    /// nil (XML-RPC), `+OK` to SET or `:1` to DEL (Redis).
+    Done,
+    /// The lock is held by someone else.
+    AlreadyLocked,
+    /// Unlock of a free resource (after a lost reply only).
+    NotLocked,
+    /// Unlock of a resource someone else holds (after a lost reply only).
+    NotHolder,
+    /// Anything else, described.
+    Other(String),
+}
+
+/// How a call ended.
+enum Ending {
+    Reply(Reply, Instant),
+    /// The window closed while the call was still waiting.
+    Censored,
+    Error(String),
+}
+
+/// One client's keep-alive connection.
+struct Conn {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+    reconnects: u64,
+}
+
+impl Conn {
+    fn new(addr: SocketAddr) -> Conn {
+        Conn {
+            addr,
+            stream: None,
+            buf: Vec::with_capacity(4096),
+            reconnects: 0,
+        }
+    }
+
+    fn connect(&mut self) -> io::Result<()> {
+        if self.stream.is_none() {
+            let stream = TcpStream::connect(self.addr)?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(POLL))?;
+            stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+            self.stream = Some(stream);
+            self.buf.clear();
+            self.reconnects += 1;
+        }
+        Ok(())
+    }
+
+    /// Send `request` and read one reply; stop waiting (censored) once
+    /// `until` has passed.
+    fn call(&mut self, protocol: Protocol, request: &[u8], until: Instant) -> Ending {
+        if let Err(error) = self.connect() {
+            self.stream = None;
+            return Ending::Error(format!("connect: {error}"));
+        }
+        let result = match self.stream.as_mut() {
+            Some(stream) => stream.write_all(request),
+            None => return Ending::Error("not connected".into()),
+        };
+        if let Err(error) = result {
+            self.stream = None;
+            return Ending::Error(format!("send: {error}"));
+        }
+        self.receive(protocol, until)
+    }
+
+    /// Read the reply to the request sent last. After `Censored` the
+    /// connection stays open, so the reply can still be read.
+    fn receive(&mut self, protocol: Protocol, until: Instant) -> Ending {
+        let parsed = match protocol {
+            Protocol::XmlRpc => self.read_http(until),
+            Protocol::Redis => self.read_resp(until),
+        };
+        match parsed {
+            Ok(Some((reply, keep))) => {
+                let at = Instant::now();
+                if !keep {
+                    self.stream = None;
+                }
+                Ending::Reply(reply, at)
+            }
+            Ok(None) => Ending::Censored,
+            Err(error) => {
+                self.stream = None;
+                Ending::Error(error)
+            }
+        }
+    }
+
+    /// Read more bytes into the buffer; `Ok(false)` once `until` passed.
+    fn fill(&mut self, until: Instant) -> Result<bool, String> {
+        let stream = self.stream.as_mut().ok_or("not connected")?;
+        let mut chunk = [0u8; 8192];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => return Err("the server closed the connection mid-reply".into()),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(true);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if Instant::now() >= until {
+                        return Ok(false);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("receive: {e}")),
+            }
+        }
+    }
+
+    /// One HTTP response: the status line and headers up to CRLFCRLF, then
+    /// a Content-Length body (or, without one, everything up to the close).
+    /// Returns the reply and whether the connection stays open.
+    fn read_http(&mut self, until: Instant) -> Result<Option<(Reply, bool)>, String> {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.buf.len() > 64 * 1024 {
+                return Err("response headers longer than 64 KiB".into());
+            }
+            if !self.fill(until)? {
+                return Ok(None);
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let mut parts = status_line.split(' ');
+        let version = parts.next().unwrap_or_default().to_owned();
+        let status = parts.next().unwrap_or_default().to_owned();
+        let mut length = None;
+        let mut connection = String::new();
+        for line in lines {
+            if let Some((name, value)) = line.split_once(':') {
+                let value = value.trim();
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = Some(
+                        value
+                            .parse::<usize>()
+                            .map_err(|_| format!("bad Content-Length {value:?}"))?,
+                    );
+                } else if name.eq_ignore_ascii_case("connection") {
+                    connection = value.to_ascii_lowercase();
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    return Err(format!("unexpected Transfer-Encoding {value:?}"));
+                }
+            }
+        }
+        let keep = match version.as_str() {
+            "HTTP/1.1" => connection != "close",
+            "HTTP/1.0" => connection == "keep-alive",
+            _ => return Err(format!("not an HTTP response: {status_line:?}")),
+        };
+        let body = match length {
+            Some(length) => {
+                while self.buf.len() < head_end + length {
+                    if !self.fill(until)? {
+                        return Ok(None);
+                    }
+                }
+                let body = self.buf[head_end..head_end + length].to_vec();
+                self.buf.drain(..head_end + length);
+                body
+            }
+            None => {
+                loop {
+                    match self.fill(until) {
+                        Ok(true) => {}
+                        Ok(false) => return Ok(None),
+                        Err(_) => break,
+                    }
+                }
+                let body = self.buf[head_end..].to_vec();
+                self.buf.clear();
+                return Ok(Some((classify_xmlrpc(&status, &body), false)));
+            }
+        };
+        Ok(Some((classify_xmlrpc(&status, &body), keep)))
+    }
+
+    /// One RESP reply (simple string, error, integer or bulk string).
+    fn read_resp(&mut self, until: Instant) -> Result<Option<(Reply, bool)>, String> {
+        let line_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n") {
+                break i;
+            }
+            if !self.fill(until)? {
+                return Ok(None);
+            }
+        };
+        let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+        let mut used = line_end + 2;
+        let reply = match line.as_bytes().first() {
+            Some(b'+') if &line[1..] == "OK" => Reply::Done,
+            Some(b':') if &line[1..] == "1" => Reply::Done,
+            Some(b':') if &line[1..] == "0" => Reply::NotLocked,
+            Some(b'$') if &line[1..] == "-1" => Reply::AlreadyLocked,
+            Some(b'$') => {
+                let n: usize = line[1..]
+                    .parse()
+                    .map_err(|_| format!("bad RESP bulk length {line:?}"))?;
+                while self.buf.len() < used + n + 2 {
+                    if !self.fill(until)? {
+                        return Ok(None);
+                    }
+                }
+                let text = String::from_utf8_lossy(&self.buf[used..used + n]).into_owned();
+                used += n + 2;
+                Reply::Other(format!("bulk string {text:?}"))
+            }
+            _ => Reply::Other(format!("RESP reply {line:?}")),
+        };
+        self.buf.drain(..used);
+        Ok(Some((reply, true)))
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+const NIL_RESPONSE: &str =
+    "<methodResponse><params><param><value><nil/></value></param></params></methodResponse>";
+
+/// What an XML-RPC reply means: the nil response (white space between
+/// elements is free), one of the three refusals (fault code 1), or anything
+/// else.
+fn classify_xmlrpc(status: &str, body: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(body);
+    if status != "200" {
+        return Reply::Other(format!("HTTP status {status}: {}", excerpt(&text)));
+    }
+    let mut compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if compact.starts_with("<?xml") {
+        match compact.find("?>") {
+            Some(i) => compact.drain(..i + 2),
+            None => return Reply::Other(format!("broken XML declaration: {}", excerpt(&text))),
+        };
+    }
+    if compact == NIL_RESPONSE {
+        return Reply::Done;
+    }
+    if !compact.starts_with("<methodResponse><fault>") {
+        return Reply::Other(format!("not a nil reply: {}", excerpt(&text)));
+    }
+    let code = member(&text, "faultCode").and_then(|v| {
+        let v = v
+            .trim()
+            .trim_start_matches("<int>")
+            .trim_start_matches("<i4>");
+        v.split('<')
+            .next()
+            .and_then(|n| n.trim().parse::<i64>().ok())
+    });
+    let string = member(&text, "faultString").map(|v| {
+        let v = v.trim();
+        let v = v.strip_prefix("<string>").unwrap_or(v);
+        unescape(v.split("</string>").next().unwrap_or(v))
+    });
+    match (code, string) {
+        (Some(1), Some(s)) if s.contains(":Resource already locked by ") => Reply::AlreadyLocked,
+        (Some(1), Some(s)) if s.ends_with(":Resource not locked") => Reply::NotLocked,
+        (Some(1), Some(s)) if s.contains(" cannot be unlocked by ") => Reply::NotHolder,
+        (code, string) => Reply::Other(format!(
+            "fault {} {:?}",
+            code.map_or("?".into(), |c| c.to_string()),
+            string.unwrap_or_default()
+        )),
+    }
+}
+
+/// The text inside the `<value>` of a fault struct member.
+fn member<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let at = text.find(&format!("<name>{name}</name>"))?;
+    let rest = &text[at..];
+    let start = rest.find("<value>")? + "<value>".len();
+    let end = rest[start..].find("</value>")? + start;
+    Some(&rest[start..end])
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+fn excerpt(text: &str) -> String {
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    one_line.chars().take(200).collect()
+}
+
+/// An XML-RPC call exactly as Python 3's `xmlrpc.client.ServerProxy` sends
+/// it, headers and body in one write.
+fn xmlrpc_request(host: &str, method: &str, params: &[&str]) -> Vec<u8> {
+    let mut body = format!(
+        "<?xml version='1.0'?>\n<methodCall>\n<methodName>{method}</methodName>\n<params>\n"
+    );
+    for param in params {
+        let _ = write!(
+            body,
+            "<param>\n<value><string>{param}</string></value>\n</param>\n"
+        );
+    }
+    body.push_str("</params>\n</methodCall>\n");
+    format!(
+        "POST /RPC2 HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: gzip\r\nContent-Type: text/xml\r\nUser-Agent: Python-xmlrpc/3.11\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn resp_request(words: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", words.len());
+    for word in words {
+        let _ = write!(out, "${}\r\n{word}\r\n", word.len());
+    }
+    out.into_bytes()
+}
+
+/// The lock and unlock requests of client `i`.
+fn requests(options: &Options, i: usize) -> (Vec<u8>, Vec<u8>) {
+    let resource = match options.mode {
+        Mode::Contended => "bench-shared".to_owned(),
+        Mode::Distinct => format!("bench-{i}"),
+        Mode::Idle => format!("idle-{i}"),
+    };
+    let client = format!("client-{i}");
+    match options.protocol {
+        Protocol::XmlRpc => (
+            xmlrpc_request(&options.host, "lock", &[&resource, &client]),
+            xmlrpc_request(&options.host, "unlock", &[&resource, &client]),
+        ),
+        Protocol::Redis => (
+            resp_request(&["SET", &resource, &client, "NX"]),
+            resp_request(&["DEL", &resource]),
+        ),
+    }
+}
+
+/// What one client measured.
+#[derive(Default)]
+struct Tally {
+    cycles: u64,
+    refused: u64,
+    lock_ns: Vec<u64>,
+    unlock_ns: Vec<u64>,
+    errors: u64,
+    unexpected: u64,
+    censored: u64,
+    reconnects: u64,
+    problems: Vec<String>,
+}
+
+impl Tally {
+    fn problem(&mut self, what: String) {
+        if self.problems.len() < 3 {
+            self.problems.push(what);
+        }
+    }
+}
+
+/// The measured window, known to every client once all are connected.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    end: Instant,
+}
+
+fn load(options: &Options) -> Result<Summary, String> {
+    let connected = Arc::new(Barrier::new(options.clients + 1));
+    let window: Arc<Mutex<Option<Window>>> = Arc::new(Mutex::new(None));
+    let go = Arc::new(Barrier::new(options.clients + 1));
+    let mut handles = Vec::with_capacity(options.clients);
+    for i in 0..options.clients {
+        let options = options.clone();
+        let (connected, window, go) =
+            (Arc::clone(&connected), Arc::clone(&window), Arc::clone(&go));
+        let handle = thread::Builder::new()
+            .name(format!("client-{i}"))
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let mut conn = Conn::new(options.addr);
+                thread::sleep(options.stagger * i as u32);
+                let _ = conn.connect();
+                connected.wait();
+                go.wait();
+                let w = window
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .ok_or("no window")
+                    .map_err(str::to_owned)?;
+                Ok::<Tally, String>(client(&options, i, &mut conn, w))
+            })
+            .map_err(|e| format!("cannot start client thread {i}: {e}"))?;
+        handles.push(handle);
+    }
+    connected.wait();
+    let now = Instant::now();
+    let w = Window {
+        start: now + options.warmup,
+        end: now + options.warmup + options.duration,
+    };
+    *window.lock().unwrap_or_else(PoisonError::into_inner) = Some(w);
+    go.wait();
+    sleep_until(w.start);
+    let cpu0 = own_cpu();
+    let server0 = options.server_pid.and_then(server_cpu);
+    sleep_until(w.end);
+    let cpu1 = own_cpu();
+    let server1 = options.server_pid.and_then(server_cpu);
+    let mut tallies = Vec::with_capacity(options.clients);
+    for handle in handles {
+        tallies.push(handle.join().map_err(|_| "a client thread panicked")??);
+    }
+    let window_s = options.duration.as_secs_f64();
+    let client_cpu = cpu1 - cpu0;
+    let server_cpu = match (server0, server1) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    Ok(report(options, &tallies, window_s, client_cpu, server_cpu))
+}
+
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        thread::sleep(at - now);
+    }
+}
+
+/// Where a client is in its cycle.
+#[derive(PartialEq)]
+enum Step {
+    Lock,
+    Unlock,
+    /// After an error or an unexpected reply: release whatever we may hold.
+    Recover,
+}
+
+fn client(options: &Options, i: usize, conn: &mut Conn, w: Window) -> Tally {
+    let (lock, unlock) = requests(options, i);
+    let mut tally = Tally {
+        lock_ns: Vec::with_capacity(1 << 14),
+        unlock_ns: Vec::with_capacity(1 << 14),
+        ..Tally::default()
+    };
+    let contended = options.mode == Mode::Contended && !options.noop;
+    let in_window = |at: Instant| at >= w.start && at <= w.end;
+    let mut step = Step::Lock;
+    loop {
+        let started = Instant::now();
+        if started >= w.end {
+            break;
+        }
+        let request = if step == Step::Lock { &lock } else { &unlock };
+        let ending = conn.call(options.protocol, request, w.end);
+        let samples = if step == Step::Lock {
+            &mut tally.lock_ns
+        } else {
+            &mut tally.unlock_ns
+        };
+        let (reply, at) = match ending {
+            Ending::Reply(reply, at) => (reply, at),
+            Ending::Censored => {
+                samples.push((w.end - started).as_nanos() as u64);
+                tally.censored += 1;
+                // Learn how the call ended, so that no lock stays behind.
+                match conn.receive(options.protocol, Instant::now() + HANG_GUARD) {
+                    Ending::Reply(Reply::Done, _) if step == Step::Lock => step = Step::Unlock,
+                    Ending::Reply(..) => step = Step::Lock,
+                    _ => step = Step::Recover,
+                }
+                break;
+            }
+            Ending::Error(error) => {
+                tally.errors += 1;
+                tally.problem(format!("client {i}: {error}"));
+                step = Step::Recover;
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if at > w.end {
+            // Still waiting when the window closed: counts at that time.
+            samples.push((w.end - started).as_nanos() as u64);
+            tally.censored += 1;
+        } else if at >= w.start {
+            samples.push((at - started).as_nanos() as u64);
+        }
+        step = match (step, reply) {
+            (Step::Lock, Reply::Done) => Step::Unlock,
+            (Step::Lock, Reply::AlreadyLocked) if contended => {
+                if in_window(at) {
+                    tally.refused += 1;
+                }
+                Step::Lock
+            }
+            (Step::Unlock, Reply::Done) => {
+                if in_window(at) {
+                    tally.cycles += 1;
+                }
+                Step::Lock
+            }
+            (Step::Recover, Reply::Done | Reply::NotLocked) => Step::Lock,
+            (Step::Recover, Reply::NotHolder) if contended => Step::Lock,
+            (step, reply) => {
+                let call = if step == Step::Lock { "lock" } else { "unlock" };
+                tally.unexpected += 1;
+                tally.problem(format!("client {i}: unexpected reply to {call}: {reply:?}"));
+                Step::Recover
+            }
+        };
+    }
+    if step != Step::Lock {
+        // Release what this client may still hold, outside the window, so
+        // that the next run on the same server starts from free resources.
+        match conn.call(options.protocol, &unlock, Instant::now() + HANG_GUARD) {
+            Ending::Reply(Reply::Done | Reply::NotLocked, _) if step == Step::Recover => {}
+            Ending::Reply(Reply::NotHolder, _) if step == Step::Recover && contended => {}
+            Ending::Reply(Reply::Done, _) => {}
+            Ending::Reply(reply, _) => {
+                tally.unexpected += 1;
+                tally.problem(format!(
+                    "client {i}: unexpected reply to the final unlock: {reply:?}"
+                ));
+            }
+            Ending::Censored => {
+                tally.errors += 1;
+                tally.problem(format!(
+                    "client {i}: no reply to the final unlock within {HANG_GUARD:?}"
+                ));
+            }
+            Ending::Error(error) => {
+                tally.errors += 1;
+                tally.problem(format!("client {i}: final unlock: {error}"));
+            }
+        }
+    }
+    tally.reconnects = conn.reconnects;
+    tally
+}
+
+/// Seconds of CPU this process used (all threads, user + system).
+fn own_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct we pass; it is plain data.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage struct.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Seconds of CPU process `pid` used so far (user + system), from
+/// /proc/PID/stat.
+fn server_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) / ticks as f64)
+}
+
+/// A `Vm*` line of /proc/PID/status, in KiB.
+fn server_mem(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+struct Summary {
+    json: String,
+    clean: bool,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64) * p).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1e6
+}
+
+/// A small JSON object writer: keys in order, numbers and strings.
+struct Json(String);
+
+impl Json {
+    fn new() -> Json {
+        Json(String::from("{"))
+    }
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        let _ = write!(self.0, "\"{key}\":");
+    }
+    fn num(&mut self, key: &str, value: f64) {
+        self.key(key);
+        if value.is_finite() {
+            let _ = write!(self.0, "{}", (value * 1e4).round() / 1e4);
+        } else {
+            self.0.push_str("null");
+        }
+    }
+    fn opt(&mut self, key: &str, value: Option<f64>) {
+        match value {
+            Some(v) => self.num(key, v),
+            None => {
+                self.key(key);
+                self.0.push_str("null");
+            }
+        }
+    }
+    fn text(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.0.push('"');
+        for c in value.chars() {
+            match c {
+                '"' => self.0.push_str("\\\""),
+                '\\' => self.0.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(self.0, "\\u{:04x}", c as u32);
+                }
+                c => self.0.push(c),
+            }
+        }
+        self.0.push('"');
+    }
+    fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+fn report(
+    options: &Options,
+    tallies: &[Tally],
+    window_s: f64,
+    client_cpu: f64,
+    server_cpu: Option<f64>,
+) -> Summary {
+    let sum = |f: fn(&Tally) -> u64| tallies.iter().map(f).sum::<u64>();
+    let cycles = sum(|t| t.cycles);
+    let refused = sum(|t| t.refused);
+    let errors = sum(|t| t.errors);
+    let unexpected = sum(|t| t.unexpected);
+    let censored = sum(|t| t.censored);
+    let reconnects = sum(|t| t.reconnects);
+    let mut per_client: Vec<u64> = tallies.iter().map(|t| t.cycles).collect();
+    per_client.sort_unstable();
+    let starved = per_client.iter().filter(|&&c| c == 0).count();
+    let median_client = per_client[per_client.len() / 2];
+    let mut lock: Vec<u64> = tallies
+        .iter()
+        .flat_map(|t| t.lock_ns.iter().copied())
+        .collect();
+    let mut unlock: Vec<u64> = tallies
+        .iter()
+        .flat_map(|t| t.unlock_ns.iter().copied())
+        .collect();
+    lock.sort_unstable();
+    unlock.sort_unstable();
+    let problems: Vec<&str> = tallies
+        .iter()
+        .flat_map(|t| t.problems.iter().map(String::as_str))
+        .take(3)
+        .collect();
+    let rate = cycles as f64 / window_s;
+    let mode = match options.mode {
+        Mode::Distinct => "distinct",
+        Mode::Contended => "contended",
+        Mode::Idle => "idle",
+    };
+    let protocol = match options.protocol {
+        Protocol::XmlRpc => "xmlrpc",
+        Protocol::Redis => "redis",
+    };
+
+    println!(
+        "{} {protocol} {mode}, {} clients, {:.1} s window after {:.1} s warm-up",
+        options.label,
+        options.clients,
+        window_s,
+        options.warmup.as_secs_f64()
+    );
+    println!("  cycles/s         {rate:.0}  ({cycles} lock+unlock cycles)");
+    if options.mode == Mode::Contended {
+        println!(
+            "  refusals/s       {:.0}  (\"already locked\", expected here)",
+            refused as f64 / window_s
+        );
+    }
+    for (name, samples) in [("lock", &lock), ("unlock", &unlock)] {
+        println!(
+            "  {name:<7} ms       p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  ({} calls)",
+            percentile(samples, 0.50),
+            percentile(samples, 0.90),
+            percentile(samples, 0.99),
+            percentile(samples, 1.0),
+            samples.len()
+        );
+    }
+    println!(
+        "  cycles/client    min {}  median {median_client}  max {}  ({starved} clients starved)",
+        per_client[0],
+        per_client[per_client.len() - 1]
+    );
+    println!(
+        "  checks           {errors} errors, {unexpected} unexpected replies, {censored} calls still waiting when the window closed (counted at their waiting time), {reconnects} connects"
+    );
+    for problem in &problems {
+        println!("  problem          {problem}");
+    }
+    println!(
+        "  client CPU       {client_cpu:.2} s ({:.0}% of one core)",
+        100.0 * client_cpu / window_s
+    );
+    if let Some(cpu) = server_cpu {
+        println!(
+            "  server CPU       {cpu:.2} s ({:.0}% of one core)",
+            100.0 * cpu / window_s
+        );
+    }
+
+    let mut json = Json::new();
+    json.text("label", &options.label);
+    json.text("protocol", protocol);
+    json.text("mode", mode);
+    json.num("clients", options.clients as f64);
+    json.num("warmup_s", options.warmup.as_secs_f64());
+    json.num("window_s", window_s);
+    json.num("cycles", cycles as f64);
+    json.num("cycles_per_s", rate);
+    json.num("refused_per_s", refused as f64 / window_s);
+    for (name, samples) in [("lock", &lock), ("unlock", &unlock)] {
+        json.num(&format!("{name}_calls"), samples.len() as f64);
+        for (p, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
+            json.num(&format!("{name}_{p}_ms"), percentile(samples, q));
+        }
+    }
+    json.num("per_client_min", per_client[0] as f64);
+    json.num("per_client_median", median_client as f64);
+    json.num("per_client_max", per_client[per_client.len() - 1] as f64);
+    json.num("starved", starved as f64);
+    json.num("errors", errors as f64);
+    json.num("unexpected", unexpected as f64);
+    json.num("censored", censored as f64);
+    json.num("connects", reconnects as f64);
+    json.text("problems", &problems.join(" | "));
+    json.num("client_cpu_s", client_cpu);
+    json.num("client_cpu_pct", 100.0 * client_cpu / window_s);
+    json.opt("server_cpu_s", server_cpu);
+    json.opt("server_cpu_pct", server_cpu.map(|c| 100.0 * c / window_s));
+    let pid = options.server_pid;
+    json.opt(
+        "server_rss_kib",
+        pid.and_then(|p| server_mem(p, "VmRSS")).map(|k| k as f64),
+    );
+    json.opt(
+        "server_hwm_kib",
+        pid.and_then(|p| server_mem(p, "VmHWM")).map(|k| k as f64),
+    );
+    Summary {
+        json: json.finish(),
+        clean: errors == 0 && unexpected == 0,
+    }
+}
+
+/// Open `clients` connections, do one checked cycle on each, keep them all
+/// open and idle, report the server's memory, and hold them for
+/// `--duration` seconds.
+fn idle(options: &Options) -> Result<Summary, String> {
+    let rss_before = options.server_pid.and_then(|p| server_mem(p, "VmRSS"));
+    let mut conns = Vec::with_capacity(options.clients);
+    let mut unexpected = 0u64;
+    let mut problems = Vec::new();
+    for i in 0..options.clients {
+        let (lock, unlock) = requests(options, i);
+        let mut conn = Conn::new(options.addr);
+        for (name, request) in [("lock", &lock), ("unlock", &unlock)] {
+            match conn.call(options.protocol, request, Instant::now() + HANG_GUARD) {
+                Ending::Reply(Reply::Done, _) => {}
+                Ending::Reply(reply, _) => {
+                    unexpected += 1;
+                    problems.push(format!(
+                        "connection {i}: unexpected reply to {name}: {reply:?}"
+                    ));
+                }
+                Ending::Censored => {
+                    return Err(format!(
+                        "connection {i}: no reply to {name} within {HANG_GUARD:?}"
+                    ));
+                }
+                Ending::Error(error) => {
+                    return Err(format!("connection {i}: {name}: {error}"));
+                }
+            }
+        }
+        if conn.stream.is_none() {
+            return Err(format!(
+                "connection {i}: the server closed it after a reply, so it cannot be held idle"
+            ));
+        }
+        conns.push(conn);
+    }
+    println!("ready: {} idle keep-alive connections", conns.len());
+    let _ = io::stdout().flush();
+    thread::sleep(Duration::from_millis(500));
+    let rss = options.server_pid.and_then(|p| server_mem(p, "VmRSS"));
+    let threads = options.server_pid.and_then(|p| server_mem(p, "Threads"));
+    println!(
+        "  server RSS       before {} KiB, with {} idle connections {} KiB ({} threads)",
+        rss_before.map_or("?".into(), |v| v.to_string()),
+        conns.len(),
+        rss.map_or("?".into(), |v| v.to_string()),
+        threads.map_or("?".into(), |v| v.to_string()),
+    );
+    thread::sleep(options.duration);
+    // The connections must still be open: a closed one reads 0 bytes.
+    let mut closed = 0;
+    for conn in &mut conns {
+        if let Some(stream) = conn.stream.as_mut() {
+            let _ = stream.set_nonblocking(true);
+            let mut byte = [0u8; 1];
+            if matches!(stream.read(&mut byte), Ok(0)) {
+                closed += 1;
+            }
+        }
+    }
+    println!(
+        "  still open       {} of {}",
+        conns.len() - closed,
+        conns.len()
+    );
+    let mut json = Json::new();
+    json.text("label", &options.label);
+    json.text("mode", "idle");
+    json.num("clients", options.clients as f64);
+    json.opt("server_rss_before_kib", rss_before.map(|k| k as f64));
+    json.opt("server_rss_kib", rss.map(|k| k as f64));
+    json.opt("server_threads", threads.map(|k| k as f64));
+    json.num("closed_by_server", closed as f64);
+    json.num("unexpected", unexpected as f64);
+    json.text("problems", &problems.join(" | "));
+    Ok(Summary {
+        json: json.finish(),
+        clean: unexpected == 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_what_python_sends() {
+        // Captured from Python 3.11: ServerProxy("http://127.0.0.1:59069")
+        // .lock("resource1", "client1"), headers and body in one write.
+        let python = "POST /RPC2 HTTP/1.1\r\nHost: 127.0.0.1:59069\r\nAccept-Encoding: gzip\r\n\
+            Content-Type: text/xml\r\nUser-Agent: Python-xmlrpc/3.11\r\nContent-Length: 214\r\n\r\n\
+            <?xml version='1.0'?>\n<methodCall>\n<methodName>lock</methodName>\n<params>\n\
+            <param>\n<value><string>resource1</string></value>\n</param>\n\
+            <param>\n<value><string>client1</string></value>\n</param>\n\
+            </params>\n</methodCall>\n";
+        let request = xmlrpc_request("127.0.0.1:59069", "lock", &["resource1", "client1"]);
+        assert_eq!(String::from_utf8_lossy(&request), python);
+        assert_eq!(
+            resp_request(&["DEL", "k"]),
+            b"*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n"
+        );
+    }
+
+    #[test]
+    fn replies_are_classified() {
+        let nil = "<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n<value><nil/></value></param>\n</params>\n</methodResponse>\n";
+        assert_eq!(classify_xmlrpc("200", nil.as_bytes()), Reply::Done);
+        let fault = |s: &str| {
+            format!(
+                "<?xml version=\"1.0\"?><methodResponse><fault><value><struct>\
+                 <member><name>faultCode</name><value><int>1</int></value></member>\
+                 <member><name>faultString</name><value><string>{s}</string></value></member>\
+                 </struct></value></fault></methodResponse>"
+            )
+        };
+        let already =
+            fault("&lt;type 'exceptions.Exception'&gt;:Resource already locked by 'client-1'");
+        assert_eq!(
+            classify_xmlrpc("200", already.as_bytes()),
+            Reply::AlreadyLocked
+        );
+        let not_locked = fault("&lt;type 'exceptions.Exception'&gt;:Resource not locked");
+        assert_eq!(
+            classify_xmlrpc("200", not_locked.as_bytes()),
+            Reply::NotLocked
+        );
+        assert!(matches!(
+            classify_xmlrpc("200", fault("internal").as_bytes()),
+            Reply::Other(_)
+        ));
+        assert!(matches!(
+            classify_xmlrpc("500", nil.as_bytes()),
+            Reply::Other(_)
+        ));
+        // A nil hidden in something else is not the nil reply.
+        let array = "<methodResponse><params><param><value><array><data><value><nil/></value></data></array></value></param></params></methodResponse>";
+        assert!(matches!(
+            classify_xmlrpc("200", array.as_bytes()),
+            Reply::Other(_)
+        ));
+    }
+}
