@@ -176,8 +176,8 @@ fn run(
         let fault = Fault::new(
             FaultCode::MethodNotFound,
             format!(
-                "no method {:?}; system.listMethods lists the methods lockd serves",
-                call.method
+                "no method {}; system.listMethods lists the methods lockd serves",
+                shown(&call.method)
             ),
         );
         return (Err(fault), 0);
@@ -260,7 +260,7 @@ fn run(
             None => (
                 Err(Fault::new(
                     FaultCode::InvalidParams,
-                    format!("no method {name:?}"),
+                    format!("no method {}", shown(name)),
                 )),
                 0,
             ),
@@ -278,7 +278,7 @@ fn run(
             None => (
                 Err(Fault::new(
                     FaultCode::InvalidParams,
-                    format!("no method {name:?}"),
+                    format!("no method {}", shown(name)),
                 )),
                 0,
             ),
@@ -290,6 +290,16 @@ fn run(
             )),
             0,
         ),
+    }
+}
+
+/// A name from the network as a fault or log line shows it: quoted, and cut
+/// short, so a 1 MiB method name does not come back as a 1 MiB fault.
+pub fn shown(name: &str) -> String {
+    const MAX: usize = 100;
+    match name.char_indices().nth(MAX) {
+        None => format!("{name:?}"),
+        Some((end, _)) => format!("{:?}... ({} bytes)", &name[..end], name.len()),
     }
 }
 
@@ -425,6 +435,16 @@ mod tests {
         assert_eq!(
             find("status").unwrap().expectation(),
             "status expects 1 string parameter (resource)"
+        );
+    }
+
+    #[test]
+    fn long_names_are_cut_short() {
+        assert_eq!(shown("lock"), "\"lock\"");
+        let long = "x".repeat(100_000);
+        assert_eq!(
+            shown(&long),
+            format!("{:?}... (100000 bytes)", "x".repeat(100))
         );
     }
 

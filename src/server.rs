@@ -461,7 +461,9 @@ fn handle(shared: &Shared, mut request: Request) {
             );
         }
         (_, false) => {
-            let message = format!("no such path {path:?}: POST XML-RPC calls to / or /RPC2\n");
+            let message = format!(
+                "no such path {path:?}: POST XML-RPC calls to / or /RPC2; GET /health or /metrics\n"
+            );
             return send(request, plain(404, &message));
         }
     }
@@ -635,10 +637,16 @@ fn finish(shared: &Shared, pending: Pending) {
 fn log_event(event: &Event, peer: &str, ms: f64) {
     let who = match &event.client {
         Some(client) => format!(
-            "{} {:?} by {:?} from {peer}",
-            event.method, event.resource, client
+            "{} {} by {} from {peer}",
+            event.method,
+            api::shown(&event.resource),
+            api::shown(client)
         ),
-        None => format!("{} {:?} from {peer}", event.method, event.resource),
+        None => format!(
+            "{} {} from {peer}",
+            event.method,
+            api::shown(&event.resource)
+        ),
     };
     match &event.outcome {
         Outcome::Done if event.method == "lock" => log::info!("{who}: granted ({ms:.2} ms)"),

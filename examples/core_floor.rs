@@ -1,0 +1,123 @@
+//! The lock core alone, without HTTP or XML: N threads lock and unlock their
+//! own resource through `lockd::store::Store`, and a syncer thread fsyncs the
+//! directory for them as lockd's does (a thread waits until its change is
+//! durable before the next call). It prints cycles/s and the process's CPU
+//! time per cycle: what the filesystem work of one lock+unlock costs here,
+//! the part of lockd's cost no HTTP stack can remove.
+//!
+//!     cargo run --release --example core_floor -- DIR [THREADS] [SECONDS]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lockd::store::Store;
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills a zeroed rusage struct.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: core_floor DIR [THREADS] [SECONDS]";
+    let dir = args.first().ok_or(usage)?;
+    let threads: usize = args
+        .get(1)
+        .map_or(Ok(2), |t| t.parse())
+        .map_err(|_| usage)?;
+    let seconds: f64 = args
+        .get(2)
+        .map_or(Ok(3.0), |t| t.parse())
+        .map_err(|_| usage)?;
+    let (store, _) = Store::open(dir.as_ref()).map_err(|e| e.to_string())?;
+    let store = Arc::new(store);
+
+    // One caller, every change durable before the next: lockd's 1-client floor.
+    let (cpu0, t0, mut n) = (cpu_seconds(), Instant::now(), 0u64);
+    while t0.elapsed().as_secs_f64() < seconds {
+        store
+            .lock("core-0", "client-0")
+            .result
+            .map_err(|e| e.to_string())?;
+        store.sync().map_err(|e| e.to_string())?;
+        store
+            .unlock("core-0", "client-0")
+            .result
+            .map_err(|e| e.to_string())?;
+        store.sync().map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    report("sequential, fsync after each call", n, t0, cpu0, 2 * n);
+
+    // THREADS callers that do not wait, and a syncer fsyncing all the while:
+    // the CPU the filesystem work of one cycle costs, fsyncs shared.
+    let stop = Arc::new(AtomicBool::new(false));
+    let cycles = Arc::new(AtomicU64::new(0));
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    let syncer = {
+        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut syncs = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if store.sync().is_ok() {
+                    syncs += 1;
+                }
+            }
+            syncs
+        })
+    };
+    let workers: Vec<_> = (0..threads)
+        .map(|i| {
+            let (store, stop, cycles) =
+                (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&cycles));
+            std::thread::spawn(move || {
+                let (resource, client) = (format!("core-{i}"), format!("client-{i}"));
+                while !stop.load(Ordering::Relaxed) {
+                    store
+                        .lock(&resource, &client)
+                        .result
+                        .map_err(|e| e.to_string())?;
+                    store
+                        .unlock(&resource, &client)
+                        .result
+                        .map_err(|e| e.to_string())?;
+                    cycles.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().map_err(|_| "a worker panicked")??;
+    }
+    let syncs = syncer.join().map_err(|_| "the syncer panicked")?;
+    report(
+        &format!("{threads} threads, group fsync"),
+        cycles.load(Ordering::Relaxed),
+        t0,
+        cpu0,
+        syncs,
+    );
+    Ok(())
+}
+
+fn report(what: &str, cycles: u64, t0: Instant, cpu0: f64, syncs: u64) {
+    let (elapsed, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+    let n = cycles.max(1) as f64;
+    println!(
+        "{what}: {:.0} cycles/s, {:.1} us CPU per cycle, {} fsyncs ({:.1} calls per fsync)",
+        n / elapsed,
+        cpu / n * 1e6,
+        syncs,
+        2.0 * n / syncs.max(1) as f64
+    );
+}
