@@ -252,8 +252,7 @@ impl Store {
     }
 
     fn guard(&self) -> Result<Guard<'_>, Error> {
-        let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
-        self.follow_directory(&mut core)?;
+        let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             // SAFETY: flock on a file descriptor this Core owns.
             if unsafe { libc::flock(core.global_lock.as_raw_fd(), libc::LOCK_EX) } == 0 {
@@ -269,11 +268,14 @@ impl Store {
     /// If the lock directory was removed and made anew (by hand, or by a
     /// tool), reopen it: otherwise fsyncs and the flock would go to the old,
     /// deleted directory, and acknowledged changes would not be durable.
-    fn follow_directory(&self, core: &mut Core) -> Result<(), Error> {
+    /// Checked before every fsync, and when a file is not found (so that a
+    /// directory that has gone is a failure, not "Resource not locked").
+    /// Returns whether it was replaced.
+    fn follow_directory(&self, core: &mut Core) -> Result<bool, Error> {
         let meta = fs::metadata(&self.dir)
             .map_err(|e| Error::io("open the lock directory", &self.dir, e))?;
         if (meta.dev(), meta.ino()) == core.dir_id {
-            return Ok(());
+            return Ok(false);
         }
         let (dir_file, global_lock, dir_id) = open_dir(&self.dir)?;
         log::warn!(
@@ -286,7 +288,7 @@ impl Store {
             .dir_file
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(dir_file);
-        Ok(())
+        Ok(true)
     }
 
     fn dir_file(&self) -> Arc<File> {
@@ -376,35 +378,45 @@ impl Store {
                 };
             }
         };
-        let mut guard = match self.guard() {
-            Ok(guard) => guard,
-            Err(error) => {
-                return Observed {
-                    result: Err(error),
-                    seq: 0,
-                };
-            }
-        };
-        let result = match read_lock_file(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(Error::Refused(Refusal::NotLocked))
-            }
-            Err(e) => Err(Error::io("read", &path, e)),
-            Ok((holder, _)) if holder != client => Err(Error::Refused(Refusal::NotHolder {
-                holder,
-                client: client.to_owned(),
-            })),
-            Ok(_) => match fs::remove_file(&path) {
-                Ok(()) => {
-                    guard.core.changes += 1;
-                    Ok(())
+        let mut followed = false;
+        loop {
+            let mut guard = match self.guard() {
+                Ok(guard) => guard,
+                Err(error) => {
+                    return Observed {
+                        result: Err(error),
+                        seq: 0,
+                    };
                 }
-                Err(e) => Err(Error::io("remove", &path, e)),
-            },
-        };
-        Observed {
-            result,
-            seq: guard.core.changes,
+            };
+            let result = match read_lock_file(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match self.follow_directory(&mut guard.core) {
+                        Ok(true) if !followed => {
+                            followed = true;
+                            continue;
+                        }
+                        Ok(_) => Err(Error::Refused(Refusal::NotLocked)),
+                        Err(error) => Err(error),
+                    }
+                }
+                Err(e) => Err(Error::io("read", &path, e)),
+                Ok((holder, _)) if holder != client => Err(Error::Refused(Refusal::NotHolder {
+                    holder,
+                    client: client.to_owned(),
+                })),
+                Ok(_) => match fs::remove_file(&path) {
+                    Ok(()) => {
+                        guard.core.changes += 1;
+                        Ok(())
+                    }
+                    Err(e) => Err(Error::io("remove", &path, e)),
+                },
+            };
+            return Observed {
+                result,
+                seq: guard.core.changes,
+            };
         }
     }
 
@@ -425,7 +437,18 @@ impl Store {
                 client,
                 since,
             })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+                match self.follow_directory(&mut core) {
+                    // Replaced: the new directory has not been read yet.
+                    Ok(true) => {
+                        drop(core);
+                        self.status(resource).result
+                    }
+                    Ok(false) => Ok(None),
+                    Err(error) => Err(error),
+                }
+            }
             Err(e) => Err(Error::io("read", &path, e)),
         };
         Observed {
@@ -470,7 +493,11 @@ impl Store {
     /// Make every change made so far durable: fsync the lock directory.
     /// Returns the number of the last change it covers.
     pub fn sync(&self) -> Result<u64, Error> {
-        let target = self.current_seq();
+        let target = {
+            let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+            self.follow_directory(&mut core)?;
+            core.changes
+        };
         self.dir_file()
             .sync_all()
             .map_err(|e| Error::io("fsync", &self.dir, e))?;
