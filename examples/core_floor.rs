@@ -1,9 +1,9 @@
-//! The lock core alone, without HTTP or XML: N threads lock and unlock their
-//! own resource through `lockd::store::Store`, and a syncer thread fsyncs the
-//! directory for them as lockd's does (a thread waits until its change is
-//! durable before the next call). It prints cycles/s and the process's CPU
-//! time per cycle: what the filesystem work of one lock+unlock costs here,
-//! the part of lockd's cost no HTTP stack can remove.
+//! What lockd's essential work costs on this machine, without HTTP: the lock
+//! core through `lockd::store::Store` (one caller with an fsync after each
+//! call, then THREADS callers with a syncer fsyncing for all of them), and
+//! parsing the XML-RPC call Python's xmlrpc.client sends. It prints cycles/s
+//! and CPU time per cycle (and per parse): the part of lockd's cost that no
+//! HTTP stack or thread model can remove (README, "Benchmarks").
 //!
 //!     cargo run --release --example core_floor -- DIR [THREADS] [SECONDS]
 
@@ -106,6 +106,20 @@ fn main() -> Result<(), String> {
         t0,
         cpu0,
         syncs,
+    );
+
+    let body = b"<?xml version='1.0'?>\n<methodCall>\n<methodName>lock</methodName>\n<params>\n<param>\n<value><string>resource1</string></value>\n</param>\n<param>\n<value><string>client1</string></value>\n</param>\n</params>\n</methodCall>\n";
+    let (cpu0, t0, mut n) = (cpu_seconds(), Instant::now(), 0u64);
+    while t0.elapsed().as_secs_f64() < seconds / 3.0 {
+        for _ in 0..1000 {
+            let call = lockd::xmlrpc::parse_call(std::hint::black_box(body));
+            std::hint::black_box(call.map_err(|f| f.message)?);
+        }
+        n += 1000;
+    }
+    println!(
+        "xmlrpc::parse_call of a lock call: {:.1} us CPU each",
+        (cpu_seconds() - cpu0) / n as f64 * 1e6
     );
     Ok(())
 }
