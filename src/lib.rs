@@ -23,6 +23,8 @@ pub mod names;
 pub mod server;
 pub mod store;
 pub mod systemd;
+#[cfg(test)]
+mod testing;
 pub mod xmlrpc;
 
 use std::fmt;

@@ -174,6 +174,7 @@ const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Prng;
 
     #[test]
     fn plain_names_are_kept() {
@@ -281,26 +282,10 @@ mod tests {
         assert_eq!(py2repr("a\nb\rc\u{1}\u{7f}"), "'a\\nb\\rc\\x01\\x7f'");
     }
 
-    /// xorshift64*, so the property tests need no dependency.
-    struct Prng(u64);
-
-    impl Prng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     /// A random name: few characters, drawn mostly from the troublesome
     /// ones (`.`, `/`, `%`, controls, spaces, multi-byte characters).
     fn random_name(rng: &mut Prng) -> String {
-        let len = 1 + rng.below(12) as usize;
+        let len = 1 + rng.below(12);
         (0..len)
             .map(|_| match rng.below(8) {
                 0 => '.',
@@ -308,7 +293,7 @@ mod tests {
                 2 => '%',
                 3 => char::from(rng.below(0x20) as u8),
                 4 => char::from(b'a' + rng.below(3) as u8),
-                5 => ['\\', ' ', '\u{7f}', '\u{0}', '-', '_'][rng.below(6) as usize],
+                5 => ['\\', ' ', '\u{7f}', '\u{0}', '-', '_'][rng.below(6)],
                 6 => char::from_u32(0x80 + rng.below(0x800) as u32).unwrap_or('x'),
                 _ => char::from_u32(rng.below(0x11_0000) as u32).unwrap_or('\u{10FFFF}'),
             })
@@ -354,9 +339,9 @@ mod tests {
         let alphabet = b"%0123456789ABCDEFabcdef.-_/ xz\xc3\xa9";
         let mut accepted = 0;
         for _ in 0..50_000 {
-            let len = 1 + rng.below(10) as usize;
+            let len = 1 + rng.below(10);
             let bytes: Vec<u8> = (0..len)
-                .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
+                .map(|_| alphabet[rng.below(alphabet.len())])
                 .collect();
             let Ok(stem) = String::from_utf8(bytes) else {
                 continue;

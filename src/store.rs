@@ -148,6 +148,16 @@ pub struct Observed<T> {
     pub seq: u64,
 }
 
+impl<T> Observed<T> {
+    /// A failure before anything was observed: it may be answered at once.
+    fn failed(error: Error) -> Observed<T> {
+        Observed {
+            result: Err(error),
+            seq: 0,
+        }
+    }
+}
+
 /// What start-up found in the lock directory.
 #[derive(Debug, Default)]
 pub struct OpenReport {
@@ -316,33 +326,18 @@ impl Store {
         });
         let path = match checked {
             Ok(path) => path,
-            Err(error) => {
-                return Observed {
-                    result: Err(error),
-                    seq: 0,
-                };
-            }
+            Err(error) => return Observed::failed(error),
         };
         let now = SystemTime::now();
         let mut fresh = false;
         loop {
             let content = match self.content_file(client, now, fresh) {
                 Ok(content) => content,
-                Err(error) => {
-                    return Observed {
-                        result: Err(error),
-                        seq: 0,
-                    };
-                }
+                Err(error) => return Observed::failed(error),
             };
             let mut guard = match self.guard() {
                 Ok(guard) => guard,
-                Err(error) => {
-                    return Observed {
-                        result: Err(error),
-                        seq: 0,
-                    };
-                }
+                Err(error) => return Observed::failed(error),
             };
             let result = match fs::hard_link(&content, &path) {
                 Ok(()) => {
@@ -371,23 +366,13 @@ impl Store {
     pub fn unlock(&self, resource: &str, client: &str) -> Observed<()> {
         let path = match self.lock_path(resource) {
             Ok(path) => path,
-            Err(error) => {
-                return Observed {
-                    result: Err(error),
-                    seq: 0,
-                };
-            }
+            Err(error) => return Observed::failed(error),
         };
         let mut followed = false;
         loop {
             let mut guard = match self.guard() {
                 Ok(guard) => guard,
-                Err(error) => {
-                    return Observed {
-                        result: Err(error),
-                        seq: 0,
-                    };
-                }
+                Err(error) => return Observed::failed(error),
             };
             let result = match read_lock_file(&path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -424,12 +409,7 @@ impl Store {
     pub fn status(&self, resource: &str) -> Observed<Option<Lock>> {
         let path = match self.lock_path(resource) {
             Ok(path) => path,
-            Err(error) => {
-                return Observed {
-                    result: Err(error),
-                    seq: 0,
-                };
-            }
+            Err(error) => return Observed::failed(error),
         };
         let result = match read_lock_file(&path) {
             Ok((client, since)) => Ok(Some(Lock {

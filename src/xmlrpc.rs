@@ -561,6 +561,7 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Prng;
 
     fn call(xml: &str) -> Call {
         parse_call(xml.as_bytes()).unwrap()
@@ -786,22 +787,6 @@ mod tests {
         }
         assert_eq!(base64_decode("Zm9v\nYmFy").unwrap(), b"foobar");
         assert_eq!(base64_decode("Z!=="), None);
-    }
-
-    /// xorshift64*, so the fuzz-style test needs no dependency.
-    struct Prng(u64);
-
-    impl Prng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
     }
 
     const SEEDS: &[&str] = &[
