@@ -95,6 +95,17 @@ def rss_kib(pid, field='VmRSS'):
 
 # ---------------------------------------------------------------- servers
 
+def stop_process(proc):
+    """SIGTERM, then SIGKILL if it has not exited within 15 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Server:
     """A server process started by the benchmark, with its log in bench/out."""
 
@@ -134,13 +145,7 @@ class Server:
         raise SystemExit('%s did not start within 30 s; see %s' % (name, self.log_path))
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 
@@ -288,12 +293,7 @@ class Timed:
             self.log.write(line)
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def time_locks(addr, expected):
