@@ -90,36 +90,48 @@ impl Utc {
 
     /// Parse what [`Utc::rfc3339`] writes, and nothing else.
     pub fn parse_rfc3339(text: &str) -> Option<Utc> {
-        let b = text.as_bytes();
-        if b.len() != 20
-            || b[4] != b'-'
-            || b[7] != b'-'
-            || b[10] != b'T'
-            || b[13] != b':'
-            || b[16] != b':'
-            || b[19] != b'Z'
-        {
+        Utc::parse_as(text, "YYYY-MM-DDThh:mm:ssZ")
+    }
+
+    /// Parse what [`Utc::iso8601_basic`] writes, and nothing else.
+    pub fn parse_iso8601_basic(text: &str) -> Option<Utc> {
+        Utc::parse_as(text, "YYYYMMDDThh:mm:ss")
+    }
+
+    /// Parse `text` laid out as `pattern`: `Y`, `M`, `D`, `h`, `m` and `s`
+    /// stand for digits of the year, month, day, hour, minute and second;
+    /// any other character must be there as it is.
+    fn parse_as(text: &str, pattern: &str) -> Option<Utc> {
+        if text.len() != pattern.len() {
             return None;
         }
-        let num = |range: std::ops::Range<usize>| -> Option<u32> {
-            let part = text.get(range)?;
-            part.bytes()
-                .all(|c| c.is_ascii_digit())
-                .then(|| part.parse().ok())?
-        };
+        let mut fields = [0u32; 6];
+        for (c, p) in text.bytes().zip(pattern.bytes()) {
+            let Some(slot) = b"YMDhms".iter().position(|&f| f == p) else {
+                if c != p {
+                    return None;
+                }
+                continue;
+            };
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            fields[slot] = fields[slot] * 10 + u32::from(c - b'0');
+        }
+        let [year, month, day, hour, minute, second] = fields;
         let utc = Utc {
-            year: i64::from(num(0..4)?),
-            month: num(5..7)?,
-            day: num(8..10)?,
-            hour: num(11..13)?,
-            minute: num(14..16)?,
-            second: num(17..19)?,
+            year: i64::from(year),
+            month,
+            day,
+            hour,
+            minute,
+            second,
         };
-        let valid = (1..=12).contains(&utc.month)
-            && (1..=31).contains(&utc.day)
-            && utc.hour < 24
-            && utc.minute < 60
-            && utc.second < 60
+        let valid = (1..=12).contains(&month)
+            && (1..=31).contains(&day)
+            && hour < 24
+            && minute < 60
+            && second < 60
             && Utc::from_system(utc.to_system()) == utc;
         valid.then_some(utc)
     }
@@ -163,6 +175,20 @@ mod tests {
                 Utc::parse_rfc3339(&t.rfc3339()).filter(|_| seconds >= 0),
                 (seconds >= 0).then_some(t)
             );
+        }
+    }
+
+    #[test]
+    fn the_xmlrpc_form_parses_too() {
+        let t = Utc::parse_iso8601_basic("20261129T15:04:05").unwrap();
+        assert_eq!(t.rfc3339(), "2026-11-29T15:04:05Z");
+        for text in [
+            "2026112T15:04:05",
+            "20261129 15:04:05",
+            "20261329T15:04:05",
+            "2026-11-29T15:04:05Z",
+        ] {
+            assert_eq!(Utc::parse_iso8601_basic(text), None, "{text}");
         }
     }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use getopts::Options;
 use lockd::cli::DEFAULT_LISTEN;
 use lockd::client::{Client, Endpoint, Error};
+use lockd::clock::Utc;
 use lockd::xmlrpc::{FaultCode, Value};
 
 /// Exit statuses (sysexits.h names where there is one).
@@ -631,19 +632,7 @@ fn unexpected(endpoint: &Endpoint, method: &str) -> Error {
 /// `20261129T15:04:05` (XML-RPC) to `2026-11-29T15:04:05Z`; lockd's times
 /// are UTC. Anything else is shown as it came.
 fn rfc3339(basic: &str) -> String {
-    let b = basic.as_bytes();
-    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
-    if b.len() == 17 && digits(0..8) && b[8] == b'T' && b[11] == b':' && b[14] == b':' {
-        format!(
-            "{}-{}-{}T{}Z",
-            &basic[0..4],
-            &basic[4..6],
-            &basic[6..8],
-            &basic[9..]
-        )
-    } else {
-        basic.to_owned()
-    }
+    Utc::parse_iso8601_basic(basic).map_or_else(|| basic.to_owned(), |utc| utc.rfc3339())
 }
 
 /// A name as a tab-separated field: `\`, tab, LF and CR escaped.
