@@ -571,23 +571,23 @@ impl Store {
     /// Remove content files whose second has passed: new locks will not
     /// link to them, and held locks keep their own links.
     pub fn remove_stale_contents(&self) {
-        let now = clock::unix_seconds(SystemTime::now());
+        self.remove_contents_before(clock::unix_seconds(SystemTime::now()));
+    }
+
+    /// Remove all of this process's content files (at a clean stop).
+    pub fn remove_temporaries(&self) {
+        self.remove_contents_before(i64::MAX);
+    }
+
+    fn remove_contents_before(&self, second: i64) {
         let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
         contents.retain(|_, content| {
-            let keep = content.second >= now;
+            let keep = content.second >= second;
             if !keep {
                 let _ = fs::remove_file(&content.path);
             }
             keep
         });
-    }
-
-    /// Remove this process's content files (at a clean stop).
-    pub fn remove_temporaries(&self) {
-        let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
-        for (_, content) in contents.drain() {
-            let _ = fs::remove_file(content.path);
-        }
     }
 }
 
