@@ -13,13 +13,11 @@
 //! (strace prints an interrupted call's entry and its return on separate
 //! lines, both are taken into account).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use crate::proof::{Outcome, Rpc};
+use crate::support::{self, Process};
 
 /// One traced system call: where its entry and its return are in the trace.
 #[derive(Debug, Clone)]
@@ -79,40 +77,24 @@ fn replies_follow_data_fsync_link_and_directory_fsync() {
     std::fs::create_dir(&dir).unwrap();
     let dir = std::fs::canonicalize(&dir).unwrap();
     let trace_file = temp.path().join("trace");
-    let mut strace = Command::new("strace")
+    let mut strace = support::clean_command("strace");
+    strace
         .args(["-f", "-qq", "-y", "-s", "64", "-e"])
         .arg(format!("trace={TRACED}"))
         .arg("-o")
         .arg(&trace_file)
-        .arg(crate::support::LOCKD)
+        .arg(support::LOCKD)
         .arg("--dir")
         .arg(&dir)
-        .args(["--listen", "127.0.0.1:0"])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start strace");
-    let stderr = strace.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(rest.split('/').next().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
-        let _ = strace.kill();
-        panic!("lockd under strace did not start");
-    };
-    let mut rpc = Rpc::new(addr.parse().unwrap());
+        .args(["--listen", "127.0.0.1:0"]);
+    let mut strace = Process::spawn(&mut strace);
+    let addr = strace.listening_address();
+    let mut rpc = Rpc::new(addr);
     let lock = rpc.call("lock", &["r1", "c1"]);
     let unlock = rpc.call("unlock", &["r1", "c1"]);
     drop(rpc);
     // Stop lockd (strace's child) and let strace write the whole trace.
-    let children = format!("/proc/{0}/task/{0}/children", strace.id());
+    let children = format!("/proc/{0}/task/{0}/children", strace.pid());
     let lockd_pid = std::fs::read_to_string(children).unwrap_or_default();
     for pid in lockd_pid
         .split_whitespace()
@@ -121,7 +103,7 @@ fn replies_follow_data_fsync_link_and_directory_fsync() {
         // SAFETY: kill(2) on the lockd process this test started.
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
-    let _ = strace.wait();
+    strace.wait_exit();
     let calls = parse_trace(&std::fs::read_to_string(&trace_file).unwrap());
     assert!(lock.as_ref().is_ok_and(Outcome::is_nil), "{lock:?}");
     assert!(unlock.as_ref().is_ok_and(Outcome::is_nil), "{unlock:?}");

@@ -4,21 +4,17 @@
 //! `/health` and `/metrics` over HTTP.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::{self, Daemon, LOCKD, Options, call_body};
-
-/// Generous bound on anything the tests wait for: a hang guard only.
-const PATIENCE: Duration = Duration::from_secs(20);
+use crate::support::{self, Daemon, LOCKD, Options, PATIENCE, Process, call_body};
 
 /// A datagram socket standing in for systemd's `$NOTIFY_SOCKET`.
 struct NotifySocket {
@@ -87,109 +83,6 @@ impl NotifySocket {
             }
         }
         panic!("no {line:?} on the notify socket; got {seen:?}");
-    }
-}
-
-/// A lockd started by the test itself (for what `Daemon` cannot do: not
-/// wait for its start-up line, or inherit a socket).
-struct Proc {
-    child: Option<Child>,
-    log: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    /// `program` with none of systemd's variables from the test's own
-    /// environment.
-    fn command(program: &str) -> Command {
-        let mut command = Command::new(program);
-        for var in [
-            "RUST_LOG",
-            "JOURNAL_STREAM",
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "LISTEN_FDS",
-            "LISTEN_PID",
-            "STATE_DIRECTORY",
-        ] {
-            command.env_remove(var);
-        }
-        command
-    }
-
-    fn spawn(command: &mut Command) -> Proc {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("start lockd");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Proc {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_for_log(&self, text: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            if self.log().contains(text) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("lockd never logged {text:?}; its log:\n{}", self.log());
-    }
-
-    fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.as_ref().expect("running").id();
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        self.wait_exit()
-    }
-
-    /// Wait for lockd to exit (it is killed on drop if it never does).
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let child = self.child.as_mut().expect("running");
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "lockd did not exit; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- lockd log ---\n{}--- end of lockd log ---", self.log());
-        }
     }
 }
 
@@ -274,8 +167,8 @@ fn wait_for_health(addr: SocketAddr, want: u16) -> String {
 fn ready_only_once_the_port_accepts() {
     let notify = NotifySocket::at_path();
     let temp = tempfile::tempdir().unwrap();
-    let _lockd = Proc::spawn(
-        Proc::command(LOCKD)
+    let _lockd = Process::spawn(
+        support::clean_command(LOCKD)
             .arg("--dir")
             .arg(temp.path().join("locks"))
             .args(["--listen", "127.0.0.1:0"])
@@ -634,9 +527,9 @@ fn sigterm_lets_a_request_in_flight_finish() {
 /// Start lockd the way systemd does for a socket unit: `listener` as file
 /// descriptor 3, `LISTEN_FDS=1`, and `LISTEN_PID` set to lockd's own pid
 /// (by a shell that then execs lockd, keeping its pid).
-fn spawn_activated(listener: &TcpListener, dir: &Path) -> Proc {
+fn spawn_activated(listener: &TcpListener, dir: &Path) -> Process {
     let fd = listener.as_raw_fd();
-    let mut command = Proc::command("sh");
+    let mut command = support::clean_command("sh");
     command
         .arg("-c")
         .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
@@ -661,7 +554,7 @@ fn spawn_activated(listener: &TcpListener, dir: &Path) -> Proc {
             Ok(())
         });
     }
-    Proc::spawn(&mut command)
+    Process::spawn(&mut command)
 }
 
 #[test]
@@ -672,12 +565,12 @@ fn socket_activation_serves_the_passed_socket() {
     let dir = temp.path().join("locks");
 
     let mut first = spawn_activated(&listener, &dir);
-    first.wait_for_log(&format!(
+    assert!(first.wait_for_log(&format!(
         "listening on http://{addr}/ (socket from systemd)"
-    ));
+    )));
     let url = format!("http://{addr}");
     assert_eq!(support::python(&url, "print(s.lock('r', 'c'))"), "None\n");
-    assert_eq!(first.terminate().code(), Some(0));
+    assert_eq!(first.signal_and_wait(libc::SIGTERM).code(), Some(0));
 
     // While no lockd runs, the kernel queues a caller on the socket (which
     // the test, like systemd, still holds); the next lockd answers it.
@@ -698,7 +591,7 @@ fn socket_activation_serves_the_passed_socket() {
         reply.contains("<string>c</string>") && reply.contains("<boolean>1</boolean>"),
         "{reply}"
     );
-    assert_eq!(second.terminate().code(), Some(0));
+    assert_eq!(second.signal_and_wait(libc::SIGTERM).code(), Some(0));
 }
 
 #[test]
@@ -738,7 +631,7 @@ fn exits_for_a_restart_when_no_thread_can_serve_a_connection() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let mut command = Proc::command(LOCKD);
+    let mut command = support::clean_command(LOCKD);
     command
         .arg("--dir")
         .arg(&dir)
@@ -759,8 +652,8 @@ fn exits_for_a_restart_when_no_thread_can_serve_a_connection() {
             Ok(())
         });
     }
-    let mut lockd = Proc::spawn(&mut command);
-    lockd.wait_for_log("listening on http://");
+    let mut lockd = Process::spawn(&mut command);
+    assert!(lockd.wait_for_log("listening on http://"));
     let log = lockd.log();
     let addr: SocketAddr = log
         .split("listening on http://")
@@ -787,5 +680,5 @@ fn exits_for_a_restart_when_no_thread_can_serve_a_connection() {
     }
     let status = lockd.wait_exit();
     assert_eq!(status.code(), Some(1), "{}", lockd.log());
-    lockd.wait_for_log("the HTTP server stopped accepting connections");
+    assert!(lockd.wait_for_log("the HTTP server stopped accepting connections"));
 }

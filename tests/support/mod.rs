@@ -7,20 +7,176 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const LOCKD: &str = env!("CARGO_BIN_EXE_lockd");
 
-/// A running lockd. Killed on drop; its log is printed if the test failed.
-pub struct Daemon {
+/// How long a test waits for anything lockd should do soon: a hang guard.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A process started by a test, its stderr collected as its log. Killed on
+/// drop; its log is printed if the test failed.
+pub struct Process {
     child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+/// `program` without the variables (systemd's, or the test's own
+/// `RUST_LOG`) that change how lockd behaves.
+pub fn clean_command(program: &str) -> Command {
+    let mut command = Command::new(program);
+    for var in [
+        "RUST_LOG",
+        "JOURNAL_STREAM",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "STATE_DIRECTORY",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+impl Process {
+    /// Start `command` with stdin and stdout closed and stderr collected.
+    pub fn spawn(command: &mut Command) -> Process {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Process {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Wait (up to [`PATIENCE`]) until the log contains `text`.
+    pub fn wait_for_log(&self, text: &str) -> bool {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if self.log().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The address from lockd's start-up line, once it has logged it.
+    pub fn listening_address(&self) -> SocketAddr {
+        let started = "listening on http://";
+        assert!(
+            self.wait_for_log(started),
+            "lockd did not start; its log:\n{}",
+            self.log()
+        );
+        let log = self.log();
+        log.split(started)
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in lockd's start-up line:\n{log}"))
+    }
+
+    /// SIGKILL, and wait for the process to end.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Send a signal and wait for the exit status.
+    pub fn signal_and_wait(&mut self, signal: i32) -> ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+        self.wait_exit()
+    }
+
+    /// Wait (up to [`PATIENCE`]) for the process to exit by itself.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let child = self.child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not exit; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- lockd log ---\n{}--- end of lockd log ---", self.log());
+        }
+    }
+}
+
+/// A running lockd on its own lock directory; the process calls (log,
+/// signals) are [`Process`]'s.
+pub struct Daemon {
+    process: Process,
     pub addr: SocketAddr,
     pub dir: PathBuf,
-    log: Arc<Mutex<String>>,
     _temp: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Process;
+
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
+    }
 }
 
 pub struct Options {
@@ -69,9 +225,9 @@ impl Daemon {
             }
         };
         let mut command = match &options.shell_prelude {
-            None => Command::new(LOCKD),
+            None => clean_command(LOCKD),
             Some(prelude) => {
-                let mut sh = Command::new("sh");
+                let mut sh = clean_command("sh");
                 sh.arg("-c")
                     .arg(format!("{prelude}\nexec \"$0\" \"$@\""))
                     .arg(LOCKD);
@@ -84,117 +240,19 @@ impl Daemon {
             .arg("--listen")
             .arg(&options.listen)
             .args(&options.args)
-            .env_remove("RUST_LOG")
-            .env_remove("STATE_DIRECTORY")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .envs(options.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("start lockd");
-        let stderr = child.stderr.take().expect("lockd's stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    {
-                        let mut log = log.lock().unwrap();
-                        log.push_str(&line);
-                        log.push('\n');
-                    }
-                    if let Some(rest) = line.split("listening on http://").nth(1) {
-                        let addr = rest.split('/').next().unwrap_or_default().to_owned();
-                        let _ = tx.send(addr);
-                    }
-                }
-            });
-        }
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr.parse().expect("lockd logs a socket address"),
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait();
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "lockd did not start ({status:?}); its log:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
+            .envs(options.env.iter().map(|(k, v)| (k, v)));
+        let process = Process::spawn(&mut command);
+        let addr = process.listening_address();
         Daemon {
-            child: Some(child),
+            process,
             addr,
             dir,
-            log,
             _temp: temp,
         }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Wait until the log contains `text`.
-    pub fn wait_for_log(&self, text: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.log().contains(text) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    /// SIGKILL, and wait for the process to end.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Send a signal and wait for the exit status (up to 20 s).
-    pub fn signal_and_wait(&mut self, signal: i32) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, signal) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "lockd did not exit after signal {signal}; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => child.try_wait().map(|s| s.is_none()).unwrap_or(false),
-            None => false,
-        }
     }
 
     /// The file names in the lock directory, sorted.
@@ -225,15 +283,6 @@ impl Daemon {
             "--data-binary",
             body,
         ])
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-        if std::thread::panicking() {
-            eprintln!("--- lockd log ---\n{}--- end of lockd log ---", self.log());
-        }
     }
 }
 
