@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{self, Daemon, LOCKD, call_body};
+use crate::support::{self, Daemon, LOCKD, Options, call_body};
 
 const ALREADY: &str = "FAULT 1 <type 'exceptions.Exception'>:Resource already locked by 'client1'";
 const NOT_HOLDER: &str = "FAULT 1 <type 'exceptions.Exception'>:Resource locked by 'client1' cannot be unlocked by 'client2'";
@@ -557,5 +557,31 @@ fn log_lines_say_who_did_what() {
     assert!(
         log.contains("unlock \"vm1\" by \"node1\" from 127.0.0.1:"),
         "{log}"
+    );
+}
+
+#[test]
+fn python_reconnects_after_an_idle_connection_is_closed() {
+    // README: "A connection idle for 30 s is closed (Python's xmlrpc.client
+    // reconnects by itself)". One ServerProxy keeps its connection across
+    // calls; lockd closes it in between.
+    let daemon = Daemon::start_with(Options {
+        args: vec!["--idle-timeout".into(), "1".into()],
+        ..Options::default()
+    });
+    let out = daemon.py("import time\n\
+         call(lambda: s.lock('r', 'c'))\n\
+         time.sleep(2.5)\n\
+         call(lambda: s.unlock('r', 'c'))");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["None", "None"]);
+    let log = daemon.log();
+    let peers: Vec<_> = log
+        .lines()
+        .filter_map(|l| l.split(" from ").nth(1)?.split(':').nth(1))
+        .collect();
+    assert_eq!(peers.len(), 2, "{log}");
+    assert_ne!(
+        peers[0], peers[1],
+        "the second call came on a new connection: {log}"
     );
 }
