@@ -32,5 +32,5 @@ if [ "${PROFILE:-1}" = 1 ] && ! command -v perf >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null || true
 fi
 
-cargo build --release --bins
+cargo build --release --workspace --bins
 exec python3 bench/driver.py "$@"

@@ -2,7 +2,6 @@
 
 mod support;
 
-mod bench;
 mod daemon;
 mod lockcmd;
 mod proof;
