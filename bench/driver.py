@@ -2,12 +2,17 @@
 """The driver behind bench/run.sh (which builds the release binaries first).
 
 In one run on one machine and one disk it starts, one at a time, lockd, the
-trivial tiny_http responder (lockd-null), the legacy stand-in pylockd.py and
+trivial tiny_http responder (lockd-null), the legacy daemon and
 Redis (appendfsync always, and without persistence), runs the load generator
 lockd-bench against each for every client count, and measures lockd's
 start-up, latency and locks() with many held locks, and its memory. Raw
 results go to bench/out/, the summary to bench/results.md and
 bench/throughput.svg. Standard library only; see bench/run.sh for settings.
+
+The legacy daemon is the real gocept.lockd 0.1 (fetched from the package
+index with pip) when Python 2.7 can be run, else the stand-in
+bench/legacy.py; LEGACY=gocept or LEGACY=standin insists on one. The
+results name the one used.
 """
 
 import datetime
@@ -48,8 +53,11 @@ HELD = env_num('HELD', 100000, int)
 IDLE_CONNS = env_num('IDLE_CONNS', 1000, int)
 PROFILE = os.environ.get('PROFILE', '1') == '1'
 WORK = os.environ.get('BENCH_DIR') or os.path.join(OUT, 'work')
-SHARED = os.environ.get('LOCKD_SHARED') or os.path.join(os.path.dirname(REPO), 'shared')
-PYLOCKD = os.path.join(SHARED, 'pylockd.py')
+LEGACY = os.environ.get('LEGACY', 'auto')
+STANDIN = os.path.join(REPO, 'bench', 'legacy.py')
+GOCEPT = os.path.join(REPO, 'bench', 'gocept_lockd.py')
+LEGACY_SOURCES = os.path.join(OUT, 'legacy')
+LEGACY_SDISTS = ('gocept.lockd-0.1', 'zc.lockfile-1.2.1')
 TOP = max(CLIENTS)
 
 LOG = None  # bench/out/run.log, opened in main()
@@ -109,7 +117,7 @@ def stop_process(proc):
 class Server:
     """A server process started by the benchmark, with its log in bench/out."""
 
-    def __init__(self, name, argv, protocol='xmlrpc', expect='lockd', port=None):
+    def __init__(self, name, argv, protocol='xmlrpc', expect='lockd', port=None, env=None):
         self.name = name
         self.protocol = protocol
         self.expect = expect
@@ -117,7 +125,7 @@ class Server:
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         self.log = open(self.log_path, 'ab')
         offset = self.log.tell()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env,
                                      stdout=self.log, stderr=self.log)
         self.pid = self.proc.pid
         self.addr = None
@@ -160,11 +168,77 @@ def start_trivial():
                   expect='noop')
 
 
+def python27():
+    """(argv, env, version) of a Python 2.7 that runs here, or None."""
+    # pyenv's shims run a Python 2.7 only when asked for it by version.
+    envs = [dict(os.environ), dict(os.environ, PYENV_VERSION='2.7.18')]
+    for exe, env in ((exe, env) for env in envs for exe in ('python2.7', 'python2')):
+        try:
+            out = subprocess.run([exe, '-c', 'import sys; print(sys.version.split()[0])'],
+                                 env=env, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out.returncode == 0 and out.stdout.startswith('2.7'):
+            return [exe], env, out.stdout.strip()
+    return None
+
+
+def fetch_gocept():
+    """Unpack gocept.lockd 0.1 and zc.lockfile 1.2.1 into bench/out/legacy;
+    an error message, or None."""
+    import tarfile
+    if all(os.path.isdir(os.path.join(LEGACY_SOURCES, d)) for d in LEGACY_SDISTS):
+        return None
+    os.makedirs(LEGACY_SOURCES, exist_ok=True)
+    got = subprocess.run([sys.executable, '-m', 'pip', 'download', '--quiet', '--no-deps',
+                          '--no-binary', ':all:', '--dest', LEGACY_SOURCES,
+                          'gocept.lockd==0.1', 'zc.lockfile==1.2.1'],
+                         capture_output=True, text=True)
+    if got.returncode != 0:
+        return 'pip download failed: %s' % (got.stderr.strip().splitlines() or ['?'])[-1]
+    for name in LEGACY_SDISTS:
+        with tarfile.open(os.path.join(LEGACY_SOURCES, name + '.tar.gz')) as tar:
+            safe = {'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}
+            tar.extractall(LEGACY_SOURCES, **safe)
+    return None
+
+
+def choose_legacy():
+    """How to start the legacy daemon: (argv before HOST PORT DIR, env, title)."""
+    if LEGACY in ('auto', 'gocept'):
+        found = python27()
+        problem = None if found else 'no Python 2.7 (python2.7 or python2) runs here'
+        problem = problem or fetch_gocept()
+        if not problem:
+            exe, env, version = found
+            return (exe + [GOCEPT, LEGACY_SOURCES], env,
+                    'legacy (gocept.lockd 0.1, Python %s)' % version)
+        if LEGACY == 'gocept':
+            raise SystemExit('LEGACY=gocept: %s' % problem)
+        say('legacy daemon: %s, so the stand-in bench/legacy.py is used' % problem)
+    # The stand-in gets a thread per connection and a longer listen queue,
+    # as in the figures published with it.
+    return (None, None, 'legacy (stand-in bench/legacy.py)')
+
+
+LEGACY_RUN = None  # choose_legacy()'s answer, set in main()
+
+
 def start_legacy():
     port = free_port()
-    return Server('legacy', [sys.executable, PYLOCKD, '--port', str(port),
-                             '--dir', fresh_dir('legacy'), '--threaded', '--backlog', '128'],
-                  port=port)
+    prefix, env, _ = LEGACY_RUN
+    directory = fresh_dir('legacy')
+    if prefix is None:
+        argv = [sys.executable, STANDIN, '--port', str(port), '--dir', directory,
+                '--threaded', '--backlog', '128']
+    else:
+        argv = prefix + ['127.0.0.1', str(port), directory]
+    return Server('legacy', argv, port=port, env=env)
+
+
+def set_legacy_title(title):
+    SYSTEMS[:] = [(key, title if key == 'legacy' else t, start) for key, t, start in SYSTEMS]
+    TITLES['legacy'] = title
 
 
 def start_redis(name, persistence):
@@ -178,7 +252,7 @@ def start_redis(name, persistence):
 SYSTEMS = [
     ('lockd', 'lockd', start_lockd),
     ('trivial', 'trivial tiny_http responder', start_trivial),
-    ('legacy', 'legacy (pylockd.py)', start_legacy),
+    ('legacy', 'legacy', start_legacy),  # titled by set_legacy_title()
     ('redis-always', 'Redis, appendfsync always',
      lambda: start_redis('redis-always', ['--appendonly', 'yes', '--appendfsync', 'always'])),
     ('redis-none', 'Redis, no persistence',
@@ -652,6 +726,8 @@ def write_results(results, extra, info):
          info.get('reps', REPS), info.get('warmup', WARMUP), info.get('duration', DURATION),
          info.get('threads', THREADS), info.get('stagger_ms', STAGGER_MS)))
     w('')
+    w('The legacy daemon: %s.' % info.get('legacy', 'legacy (pylockd.py)').split(' (', 1)[-1].rstrip(')'))
+    w('')
     w('Load generator and servers share the same cores: "client CPU" is the load '
       "generator's own CPU time (getrusage) as a share of one core, \"server CPU\" the "
       "server's (/proc/PID/stat), both over the window. Latencies are per call, medians "
@@ -818,9 +894,6 @@ def main():
     for path, what in ((LOCKD, 'lockd'), (NULL, 'lockd-null'), (BENCH, 'lockd-bench')):
         if not os.path.exists(path):
             raise SystemExit('%s is missing: run bench/run.sh, which builds it' % path)
-    if not os.path.exists(PYLOCKD):
-        raise SystemExit('%s is missing: set LOCKD_SHARED to the folder with pylockd.py'
-                         % PYLOCKD)
     fstype = sh('stat', '-f', '-c', '%T', WORK)
     if fstype == 'tmpfs':
         raise SystemExit('%s is on tmpfs: set BENCH_DIR to a directory on a disk' % WORK)
@@ -831,10 +904,16 @@ def main():
         # Rewrite results.md and the plot from the last run's raw results.
         with open(os.path.join(OUT, 'results.json')) as f:
             saved = json.load(f)
+        # Runs before the legacy daemon was named used the Python 3 stand-in.
+        set_legacy_title(saved['machine'].get('legacy', 'legacy (pylockd.py)'))
         write_results(saved['results'], saved['extra'], saved['machine'])
         write_svg(saved['results'], os.path.join(REPO, 'bench', 'throughput.svg'))
         return
+    global LEGACY_RUN
+    LEGACY_RUN = choose_legacy()
+    set_legacy_title(LEGACY_RUN[2])
     info = machine()
+    info['legacy'] = LEGACY_RUN[2]
     info.update(reps=REPS, warmup=WARMUP, duration=DURATION, threads=THREADS,
                 stagger_ms=STAGGER_MS)
     info['start'] = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')

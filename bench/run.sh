@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark lockd beside the trivial tiny_http responder, the legacy daemon
-# (../shared/pylockd.py) and Redis, in one run on this machine and disk.
+# and Redis, in one run on this machine and disk. The legacy daemon is the
+# real gocept.lockd 0.1 under Python 2.7 when one runs here (fetched with
+# pip download into bench/out/legacy), else the stand-in bench/legacy.py.
 #
 #   bench/run.sh            full run (about 12 minutes with the defaults)
 #   QUICK=1 bench/run.sh    smoke run (about 2 minutes, one repetition)
@@ -12,8 +14,7 @@
 # gap between client connects), HELD (100000), IDLE_CONNS (1000),
 # PROFILE (1: perf profile and syscall counts of lockd at 64 clients),
 # BENCH_DIR (scratch directories, default bench/out/work; must be on the disk
-# lockd would use, not tmpfs), LOCKD_SHARED (the shared/ folder with
-# pylockd.py, default ../shared beside the repository).
+# lockd would use, not tmpfs), LEGACY (auto, gocept or standin).
 # Results: bench/out/ (raw JSON and logs), bench/results.md and
 # bench/throughput.svg (committed).
 set -euo pipefail
