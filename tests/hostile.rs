@@ -189,7 +189,7 @@ fn corpus(marker_path: &str) -> Vec<(String, Vec<u8>, Expect)> {
         ("POST to a traversal path", post("/RPC2/../../etc/passwd", b"<x/>"), Status(404)),
         ("POST to an absolute URL", post("http://evil/RPC2", b"<x/>"), Status(404)),
         ("garbage request line", b"HELLO\r\n\r\n".to_vec(), Status(400)),
-        // tiny_http 0.12 deadlocks on a version above 1.1 (README, Known limits).
+        // tiny_http 0.12 deadlocks on a version above 1.1 (docs/limits.md).
         ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), NoReply),
         ("header without a colon", b"POST / HTTP/1.1\r\nHost x\r\nContent-Length: 0\r\n\r\n".to_vec(), Status(400)),
         // tiny_http ignores a Content-Length it cannot read: the body is empty.
