@@ -97,10 +97,24 @@ impl std::error::Error for RunError {
 /// syslog priorities and no timestamps.
 pub fn init_logging(level: Option<log::LevelFilter>) {
     let mut builder = env_logger::Builder::new();
-    match (level, std::env::var("RUST_LOG")) {
+    // RUST_LOG is a level, or a filter with `module=level` parts. Anything
+    // else would be read as a module name and silence every line, so it
+    // falls back to info with a warning.
+    let mut bad_rust_log = None;
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| !f.trim().is_empty());
+    match (level, rust_log) {
         (Some(level), _) => builder.filter_level(level),
-        (None, Ok(filters)) => builder.parse_filters(&filters),
-        (None, Err(_)) => builder.filter_level(log::LevelFilter::Info),
+        (None, Some(filters)) if filters.trim().parse::<log::LevelFilter>().is_ok() => {
+            builder.parse_filters(&filters)
+        }
+        (None, Some(filters)) if filters.contains('=') => builder.parse_filters(&filters),
+        (None, Some(filters)) => {
+            bad_rust_log = Some(filters);
+            builder.filter_level(log::LevelFilter::Info)
+        }
+        (None, None) => builder.filter_level(log::LevelFilter::Info),
     };
     // Keep tiny_http's own chatter out of lockd's log unless asked for. Its
     // one error line ("Error accepting new client") is routine after an idle
@@ -125,6 +139,11 @@ pub fn init_logging(level: Option<log::LevelFilter>) {
     });
     builder.write_style(env_logger::WriteStyle::Never);
     let _ = builder.try_init();
+    if let Some(filters) = bad_rust_log {
+        log::warn!(
+            "RUST_LOG={filters:?} is not a log level (error, warn, info, debug, trace, off): logging at info"
+        );
+    }
 }
 
 /// Run the daemon until SIGTERM or SIGINT.

@@ -520,6 +520,21 @@ fn command_line_errors_exit_before_serving() {
 }
 
 #[test]
+fn an_invalid_rust_log_falls_back_to_info_with_a_warning() {
+    // env_logger reads "verbose" as a module name, which would silence
+    // every line; lockd starting up at all shows the info line got out.
+    let daemon = Daemon::start_with(Options {
+        env: vec![("RUST_LOG".into(), "verbose".into())],
+        ..Options::default()
+    });
+    let log = daemon.log();
+    assert!(
+        log.contains("WARN  RUST_LOG=\"verbose\" is not a log level"),
+        "{log}"
+    );
+}
+
+#[test]
 fn sigterm_stops_cleanly() {
     let mut daemon = Daemon::start();
     daemon.py("s.lock('r', 'c')");
