@@ -506,7 +506,7 @@ fn handle(shared: &Shared, mut request: Request) {
             shared.metrics.method_label(&call.method),
         ),
         Err(fault) => {
-            log::warn!("request from {peer} refused: {}", fault.message);
+            // Logged once, with its code, after the reply is sent.
             let reply = Reply {
                 value: Err(fault),
                 seq: 0,

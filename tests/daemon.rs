@@ -520,6 +520,23 @@ fn command_line_errors_exit_before_serving() {
 }
 
 #[test]
+fn a_malformed_request_is_logged_once() {
+    let daemon = Daemon::start();
+    support::post(daemon.addr, "/", "<methodCall><oops>");
+    assert!(daemon.wait_for_log("not well-formed"));
+    daemon.py("s.lock('r', 'c')");
+    assert!(daemon.wait_for_log("granted"));
+    let log = daemon.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("not well-formed"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("WARN  call from 127.0.0.1:"), "{log}");
+    assert!(lines[0].contains("faulted (-32700)"), "{log}");
+}
+
+#[test]
 fn an_invalid_rust_log_falls_back_to_info_with_a_warning() {
     // env_logger reads "verbose" as a module name, which would silence
     // every line; lockd starting up at all shows the info line got out.

@@ -438,7 +438,7 @@ fn journal_lines_carry_priorities_and_no_time() {
     });
     daemon.py("s.lock('r', 'c')");
     support::post(daemon.addr, "/", "<methodCall><oops>");
-    assert!(daemon.wait_for_log("refused: the request is not well-formed"));
+    assert!(daemon.wait_for_log("faulted (-32700): the request is not well-formed"));
     let log = daemon.log();
     for line in log.lines() {
         let priority = line
@@ -453,7 +453,7 @@ fn journal_lines_carry_priorities_and_no_time() {
     }
     assert!(log.contains("<6>lockd "), "{log}");
     assert!(log.contains("<6>lock \"r\" by \"c\""), "{log}");
-    assert!(log.contains("<4>request from 127.0.0.1:"), "{log}");
+    assert!(log.contains("<4>call from 127.0.0.1:"), "{log}");
 }
 
 #[test]
