@@ -146,6 +146,15 @@ pub fn init_logging(level: Option<log::LevelFilter>) {
     }
 }
 
+/// `n` and `noun`, in the plural unless `n` is 1: "1 lock", "2 locks".
+fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Run the daemon until SIGTERM or SIGINT.
 pub fn run(config: &Config) -> Result<(), RunError> {
     // Block the stop signals before any thread starts, so every thread
@@ -210,7 +219,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     let monitor = Monitor::start(Arc::clone(&store), health, metrics, notifier.clone())
         .map_err(threads_failed)?;
     log::info!(
-        "lockd {} listening on http://{address}/{} with lock directory {} ({} locks held{})",
+        "lockd {} listening on http://{address}/{} with lock directory {} ({} held{})",
         env!("CARGO_PKG_VERSION"),
         if activated_socket {
             " (socket from systemd)"
@@ -218,11 +227,11 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             ""
         },
         store.dir().display(),
-        report.locks,
+        counted(report.locks as u64, "lock"),
         if report.removed_leftovers > 0 {
             format!(
-                ", {} leftover temporary files removed",
-                report.removed_leftovers
+                ", {} removed",
+                counted(report.removed_leftovers as u64, "leftover temporary file")
             )
         } else {
             String::new()

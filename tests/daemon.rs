@@ -552,6 +552,18 @@ fn an_invalid_rust_log_falls_back_to_info_with_a_warning() {
 }
 
 #[test]
+fn the_start_up_line_counts_held_locks() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("locks");
+    let mut daemon = Daemon::start_in(&dir);
+    assert!(daemon.log().contains("(0 locks held)"), "{}", daemon.log());
+    daemon.py("s.lock('r', 'c')");
+    daemon.signal_and_wait(libc::SIGTERM);
+    let daemon = Daemon::start_in(&dir);
+    assert!(daemon.log().contains("(1 lock held)"), "{}", daemon.log());
+}
+
+#[test]
 fn sigterm_stops_cleanly() {
     let mut daemon = Daemon::start();
     daemon.py("s.lock('r', 'c')");
