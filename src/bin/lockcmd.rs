@@ -563,6 +563,10 @@ fn describe(error: &Error) -> String {
     match error {
         Error::Fault(fault) if error.is_refusal() => without_python_type(&fault.message).to_owned(),
         Error::Fault(fault) => format!("lockd refused the call: {}", fault.message),
+        // The request went out: lockd may have done it and not yet replied.
+        Error::Timeout { .. } => format!(
+            "{error}; the call may have been carried out: check with 'lockcmd status' before trying again"
+        ),
         other => other.to_string(),
     }
 }
