@@ -123,6 +123,7 @@ impl fmt::Display for Error {
                     io::ErrorKind::NotFound => {
                         "the lock directory has gone: recreate it or restart lockd"
                     }
+                    io::ErrorKind::NotADirectory => "give --dir the path of a directory",
                     _ => "check the lock directory's filesystem and the system log",
                 };
                 write!(f, "could not {action} {}: {source}; {hint}", path.display())
@@ -207,7 +208,17 @@ impl Store {
     /// Open (and create) the lock directory, and remove leftovers of writes
     /// an earlier run did not finish.
     pub fn open(dir: &Path) -> Result<(Store, OpenReport), Error> {
-        fs::create_dir_all(dir).map_err(|e| Error::io("create the lock directory", dir, e))?;
+        fs::create_dir_all(dir).map_err(|e| {
+            // EEXIST: something that is not a directory has the name.
+            let e = match e.kind() {
+                io::ErrorKind::AlreadyExists => io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    "it exists and is not a directory",
+                ),
+                _ => e,
+            };
+            Error::io("create the lock directory", dir, e)
+        })?;
         let dir = fs::canonicalize(dir).map_err(|e| Error::io("resolve", dir, e))?;
         let (dir_file, global_lock, dir_id) = open_dir(&dir)?;
         let store = Store {

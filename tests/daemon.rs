@@ -517,6 +517,11 @@ fn command_line_errors_exit_before_serving() {
         stderr.contains("the lock directory is not usable"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("it exists and is not a directory"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("File exists"), "{stderr}");
 }
 
 #[test]
