@@ -77,6 +77,15 @@ pub fn usage() -> String {
     )
 }
 
+/// What a bad command line gets: the options in one line, and where the
+/// rest is.
+pub fn short_usage() -> String {
+    format!(
+        "{}\nRun 'lockd --help' for more.",
+        options().short_usage("lockd")
+    )
+}
+
 /// Parse the arguments (without the program name). `state_directory` is
 /// `$STATE_DIRECTORY`, which systemd sets for `StateDirectory=`.
 pub fn parse(args: &[String], state_directory: Option<&str>) -> Result<Command, String> {

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(message) => {
-            eprintln!("lockd: {message}\n\n{}", cli::usage());
+            eprintln!("lockd: {message}\n{}", cli::short_usage());
             return ExitCode::from(2);
         }
     };

@@ -486,8 +486,16 @@ fn command_line_errors_exit_before_serving() {
     let run = |args: &[&str]| support::run(Command::new(LOCKD).args(args));
     let out = run(&["--bogus"]);
     assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).starts_with("lockd: Unrecognized option: 'bogus'")
+        stderr.starts_with("lockd: Unrecognized option: 'bogus'\nUsage: lockd [-d DIR]"),
+        "{stderr}"
+    );
+    // A short usage, not the whole help.
+    assert_eq!(stderr.lines().count(), 3, "{stderr}");
+    assert!(
+        stderr.ends_with("Run 'lockd --help' for more.\n"),
+        "{stderr}"
     );
     let out = run(&["--threads", "zero"]);
     assert_eq!(out.status.code(), Some(2));
