@@ -51,7 +51,7 @@ fn options() -> Options {
     opts.optopt(
         "",
         "idle-timeout",
-        "close a connection silent for this long, and refuse a body that takes longer [30]",
+        "close a connection silent for this long, and refuse a body over 1 KiB that takes longer [30]",
         "SECONDS",
     );
     opts.optopt(
