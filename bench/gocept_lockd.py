@@ -7,6 +7,12 @@ SOURCES holds the unpacked sdists of gocept.lockd 0.1 and zc.lockfile 1.2.1
 is, with two things its own start-up would have done or needed: it opens
 lockd.lock relative to its working directory, so it is started in DIR; and
 its lock retry uses `time` without importing it, so the module gets it.
+
+One setting is the benchmark's: the listen backlog goes from Python's 5 to
+128, as for the stand-in. The daemon serves one connection at a time, and
+lockd-bench connects all its clients before the first call; with a backlog
+of 5 the sixth connection waits for a SYN retry while the daemon waits for
+the first call, and the run never starts.
 """
 
 import os
@@ -20,6 +26,7 @@ def main():
                     os.path.join(sources, 'zc.lockfile-1.2.1', 'src')]
     from gocept.lockd import lockd
     lockd.time = time
+    lockd.SimpleXMLRPCServer.SimpleXMLRPCServer.request_queue_size = 128
     os.chdir(directory)
     sys.stderr.write('gocept.lockd 0.1 (Python %s) on %s:%s with lock directory %s\n'
                      % (sys.version.split()[0], host, port, directory))
