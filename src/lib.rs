@@ -148,8 +148,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     store.probe().map_err(RunError::Store)?;
     for name in &report.foreign {
         log::warn!(
-            "{:?} in the lock directory is not a name lockd writes (gocept.lockd did not encode names); lockd will not see it: rename it to the encoded name or remove it",
-            name
+            "{name:?} in the lock directory is no lock file lockd or gocept.lockd writes (it names a resource it is not filed under, or its name is not UTF-8); lockd refuses every resource it could stand for: look at it, then remove it if nobody holds it"
         );
     }
     let activated_socket = activated.is_some();

@@ -1,10 +1,20 @@
 //! The lock core: one file per held lock in the lock directory.
 //!
-//! A held lock is the file `<dir>/<encoded resource>.resource.lock`; its first
-//! line is the client, its second the UTC time the lock was taken. Taking a
-//! lock hard-links a fully written, fsync'd content file to that name: `link`
-//! fails if the name exists, so the check and the change are one atomic step,
-//! and a lock file can never be seen half-written. Releasing unlinks it.
+//! A held lock is the file `<dir>/<stem>.resource.lock` ([`names::stem`]:
+//! the resource name itself, as gocept.lockd wrote it, unless it has a `/`).
+//! lockd writes three lines into it: the client, the UTC time the lock was
+//! taken and `resource=` with the percent-encoded resource name. Two other
+//! kinds of lock file are honoured: gocept.lockd's (the bare client string,
+//! under the name itself) and lockd 0.1's (client and time, under the
+//! percent-encoded name). A file may so stand for a name read as it is or
+//! decoded; a resource is refused while a lock file stands under any of its
+//! [`names::stems`], and only the file that is really its own is released
+//! by `unlock` and shown by `locks` ([`owner`]).
+//!
+//! Taking a lock hard-links a fully written, fsync'd content file to its
+//! name: `link` fails if the name exists, so the check and the change are one
+//! atomic step, and a lock file can never be seen half-written. Releasing
+//! unlinks it.
 //!
 //! Every check-and-change runs under the process-wide mutex and an `flock` on
 //! `<dir>/lockd.lock` (as gocept.lockd did), so threads and other processes
@@ -14,17 +24,17 @@
 //! the change number it observed; a reply may be sent once
 //! [`Store::is_durable`] says that change is on stable storage.
 //!
-//! Content files are named `.lockd-<pid>-<n>.tmp`. One is written per client
-//! and second and shared by hard links, so a burst of locks costs one data
-//! fsync, not one each. They are removed when their second has passed, and at
-//! start-up whatever an earlier run left behind is removed.
+//! Content files are named `.lockd-<pid>-<n>.tmp`. One is written per client,
+//! resource and second and shared by hard links, so a client that takes and
+//! releases a lock many times a second costs one data fsync a second, not one
+//! a call. They are removed when their second has passed, and at start-up
+//! whatever an earlier run left behind is removed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -163,7 +173,10 @@ impl<T> Observed<T> {
 pub struct OpenReport {
     pub locks: usize,
     pub removed_leftovers: usize,
-    /// Lock files whose names lockd cannot map back to a resource name.
+    /// lockd 0.1's lock files moved to the name gocept.lockd looks at.
+    pub moved: usize,
+    /// Lock files no resource name maps to (see [`owner`]): they still
+    /// stop every resource they could stand for from being granted.
     pub foreign: Vec<String>,
 }
 
@@ -174,7 +187,8 @@ pub struct Store {
     dir_file: RwLock<Arc<File>>,
     core: Mutex<Core>,
     synced: AtomicU64,
-    contents: Mutex<HashMap<String, Content>>,
+    /// Content files by client and resource.
+    contents: Mutex<HashMap<(String, String), Content>>,
     temp_counter: AtomicU64,
 }
 
@@ -198,8 +212,9 @@ struct Guard<'a> {
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        // SAFETY: flock on a file descriptor this Core owns.
-        unsafe { libc::flock(self.core.global_lock.as_raw_fd(), libc::LOCK_UN) };
+        // Closing the file would release it too; an error here leaves
+        // nothing to do.
+        let _ = self.core.global_lock.unlock();
     }
 }
 
@@ -230,29 +245,48 @@ impl Store {
         &self.dir
     }
 
+    /// Remove leftover content files, count the locks, and move each lock
+    /// file lockd 0.1 wrote under an encoded name to the name gocept.lockd
+    /// looks at, so that a legacy daemon sharing the directory sees it.
     fn recover(&self) -> Result<OpenReport, Error> {
         let mut report = OpenReport::default();
         let _guard = self.guard()?;
         let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
+        let mut removed = false;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
+            let path = entry.path();
             if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
-                let path = entry.path();
                 match fs::remove_file(&path) {
                     Ok(()) => report.removed_leftovers += 1,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(Error::io("remove the leftover", &path, e)),
                 }
-            } else if name.ends_with(LOCK_SUFFIX) {
-                match names::resource_of_file(&name) {
-                    Some(_) => report.locks += 1,
-                    None => report.foreign.push(name.into_owned()),
+                removed = true;
+                continue;
+            }
+            let Some(stem) = name.strip_suffix(LOCK_SUFFIX) else {
+                continue;
+            };
+            let record = match read_lock_file(&path) {
+                Ok(record) => record,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("read", &path, e)),
+            };
+            let owner = entry.file_name().to_str().and(owner(stem, &record));
+            match owner {
+                None => report.foreign.push(name.into_owned()),
+                Some(resource) => {
+                    report.locks += 1;
+                    if self.move_encoded(stem, &resource, &record)? {
+                        report.moved += 1;
+                    }
                 }
             }
         }
-        if report.removed_leftovers > 0 {
+        if removed {
             self.dir_file()
                 .sync_all()
                 .map_err(|e| Error::io("fsync", &self.dir, e))?;
@@ -261,16 +295,66 @@ impl Store {
         Ok(report)
     }
 
+    /// Move a lock file lockd 0.1 wrote under the encoded `stem` of
+    /// `resource` to `resource`'s own stem, rewritten in today's form. The
+    /// new name is linked and made durable before the old one is removed,
+    /// so the lock is held throughout; killed halfway, the next start
+    /// finishes the move. Returns whether it moved.
+    fn move_encoded(&self, stem: &str, resource: &str, record: &Record) -> Result<bool, Error> {
+        if record.kind != Kind::Encoded {
+            return Ok(false);
+        }
+        let target_stem = names::stem(resource).map_err(Error::Name)?;
+        if target_stem == stem {
+            return Ok(false);
+        }
+        let old = self.dir.join(format!("{stem}{LOCK_SUFFIX}"));
+        let target = self.dir.join(format!("{target_stem}{LOCK_SUFFIX}"));
+        let content = self.temp_path("");
+        create_durable(
+            &content,
+            content_text(&record.holder, record.since, resource).as_bytes(),
+        )?;
+        let linked = fs::hard_link(&content, &target);
+        let _ = fs::remove_file(&content);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let done = read_lock_file(&target).is_ok_and(|held| {
+                    held.holder == record.holder
+                        && owner(&target_stem, &held).as_deref() == Some(resource)
+                });
+                if !done {
+                    // Both files stay, and each stops `resource` from
+                    // being granted.
+                    log::warn!(
+                        "{old:?} and {target:?} both hold {resource:?}: lockd refuses it to everyone else; remove the file whose holder no longer runs"
+                    );
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(Error::io("link", &target, e)),
+        }
+        let dir = self.dir_file();
+        dir.sync_all()
+            .map_err(|e| Error::io("fsync", &self.dir, e))?;
+        fs::remove_file(&old).map_err(|e| Error::io("remove", &old, e))?;
+        dir.sync_all()
+            .map_err(|e| Error::io("fsync", &self.dir, e))?;
+        log::info!(
+            "moved the lock on {resource:?} held by {:?} from {old:?} to {target:?}, where gocept.lockd looks for it",
+            record.holder
+        );
+        Ok(true)
+    }
+
     fn guard(&self) -> Result<Guard<'_>, Error> {
         let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            // SAFETY: flock on a file descriptor this Core owns.
-            if unsafe { libc::flock(core.global_lock.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(Guard { core });
-            }
-            let error = io::Error::last_os_error();
-            if error.kind() != io::ErrorKind::Interrupted {
-                return Err(Error::io("lock", &self.dir.join(GLOBAL_LOCK_FILE), error));
+            match core.global_lock.lock() {
+                Ok(()) => return Ok(Guard { core }),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("lock", &self.dir.join(GLOBAL_LOCK_FILE), e)),
             }
         }
     }
@@ -313,25 +397,50 @@ impl Store {
             .changes
     }
 
-    fn lock_path(&self, resource: &str) -> Result<PathBuf, Error> {
-        let stem = names::encode(resource).map_err(Error::Name)?;
-        Ok(self.dir.join(stem + LOCK_SUFFIX))
+    fn lock_path(&self, stem: &str) -> PathBuf {
+        self.dir.join(format!("{stem}{LOCK_SUFFIX}"))
+    }
+
+    /// The lock file that stops `resource` from being granted, if any:
+    /// `resource`'s own lock file if there is one, else the first file under
+    /// one of `stems` that stands for another name.
+    fn find(&self, resource: &str, stems: &[String]) -> Result<Option<Found>, Error> {
+        let mut other = None;
+        for stem in stems {
+            let path = self.lock_path(stem);
+            match read_lock_file(&path) {
+                Ok(record) => {
+                    let own = owner(stem, &record).as_deref() == Some(resource);
+                    let found = Found { path, record, own };
+                    if own {
+                        return Ok(Some(found));
+                    }
+                    other.get_or_insert(found);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("read", &path, e)),
+            }
+        }
+        Ok(other)
     }
 
     /// Take the lock on `resource` for `client`.
     pub fn lock(&self, resource: &str, client: &str) -> Observed<()> {
-        let checked = self.lock_path(resource).and_then(|path| {
-            names::check_client(client).map_err(Error::Name)?;
-            Ok(path)
-        });
-        let path = match checked {
-            Ok(path) => path,
+        let checked = names::stems(resource)
+            .map_err(Error::Name)
+            .and_then(|stems| {
+                names::check_client(client).map_err(Error::Name)?;
+                Ok(stems)
+            });
+        let stems = match checked {
+            Ok(stems) => stems,
             Err(error) => return Observed::failed(error),
         };
+        let path = self.lock_path(&stems[0]);
         let now = SystemTime::now();
         let mut fresh = false;
         loop {
-            let content = match self.content_file(client, now, fresh) {
+            let content = match self.content_file(client, resource, now, fresh) {
                 Ok(content) => content,
                 Err(error) => return Observed::failed(error),
             };
@@ -339,21 +448,34 @@ impl Store {
                 Ok(guard) => guard,
                 Err(error) => return Observed::failed(error),
             };
-            let result = match fs::hard_link(&content, &path) {
-                Ok(()) => {
-                    guard.core.changes += 1;
-                    Ok(())
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match read_lock_file(&path) {
-                    Ok((holder, _)) => Err(Error::Refused(Refusal::AlreadyLocked { holder })),
-                    Err(e) => Err(Error::io("read", &path, e)),
+            // The first stem is checked by `link` itself.
+            let result = match self.find(resource, &stems[1..]) {
+                Err(error) => Err(error),
+                Ok(Some(found)) => Err(Error::Refused(Refusal::AlreadyLocked {
+                    holder: found.record.holder,
+                })),
+                Ok(None) => match fs::hard_link(&content, &path) {
+                    Ok(()) => {
+                        guard.core.changes += 1;
+                        Ok(())
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        match read_lock_file(&path) {
+                            Ok(record) => Err(Error::Refused(Refusal::AlreadyLocked {
+                                holder: record.holder,
+                            })),
+                            Err(e) => Err(Error::io("read", &path, e)),
+                        }
+                    }
+                    // Another process's start-up may have removed our content file.
+                    Err(e)
+                        if e.kind() == io::ErrorKind::NotFound && !fresh && !content.exists() =>
+                    {
+                        fresh = true;
+                        continue;
+                    }
+                    Err(e) => Err(Error::io("link", &path, e)),
                 },
-                // Another process's start-up may have removed our content file.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && !fresh && !content.exists() => {
-                    fresh = true;
-                    continue;
-                }
-                Err(e) => Err(Error::io("link", &path, e)),
             };
             return Observed {
                 result,
@@ -364,9 +486,9 @@ impl Store {
 
     /// Release the lock on `resource` held by `client`.
     pub fn unlock(&self, resource: &str, client: &str) -> Observed<()> {
-        let path = match self.lock_path(resource) {
-            Ok(path) => path,
-            Err(error) => return Observed::failed(error),
+        let stems = match names::stems(resource) {
+            Ok(stems) => stems,
+            Err(error) => return Observed::failed(Error::Name(error)),
         };
         let mut followed = false;
         loop {
@@ -374,28 +496,31 @@ impl Store {
                 Ok(guard) => guard,
                 Err(error) => return Observed::failed(error),
             };
-            let result = match read_lock_file(&path) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    match self.follow_directory(&mut guard.core) {
-                        Ok(true) if !followed => {
-                            followed = true;
-                            continue;
-                        }
-                        Ok(_) => Err(Error::Refused(Refusal::NotLocked)),
-                        Err(error) => Err(error),
+            let result = match self.find(resource, &stems) {
+                Err(error) => Err(error),
+                Ok(None) => match self.follow_directory(&mut guard.core) {
+                    Ok(true) if !followed => {
+                        followed = true;
+                        continue;
                     }
+                    Ok(_) => Err(Error::Refused(Refusal::NotLocked)),
+                    Err(error) => Err(error),
+                },
+                // A lock file of another name that only looks like this
+                // one's: `resource` is refused, but not held.
+                Ok(Some(found)) if !found.own => Err(Error::Refused(Refusal::NotLocked)),
+                Ok(Some(found)) if found.record.holder != client => {
+                    Err(Error::Refused(Refusal::NotHolder {
+                        holder: found.record.holder,
+                        client: client.to_owned(),
+                    }))
                 }
-                Err(e) => Err(Error::io("read", &path, e)),
-                Ok((holder, _)) if holder != client => Err(Error::Refused(Refusal::NotHolder {
-                    holder,
-                    client: client.to_owned(),
-                })),
-                Ok(_) => match fs::remove_file(&path) {
+                Ok(Some(found)) => match fs::remove_file(&found.path) {
                     Ok(()) => {
                         guard.core.changes += 1;
                         Ok(())
                     }
-                    Err(e) => Err(Error::io("remove", &path, e)),
+                    Err(e) => Err(Error::io("remove", &found.path, e)),
                 },
             };
             return Observed {
@@ -405,19 +530,20 @@ impl Store {
         }
     }
 
-    /// Who holds `resource`, if anyone.
+    /// Who holds `resource` (or, for a name another lock file stands in the
+    /// way of, who holds that), if anyone: what `lock` would answer.
     pub fn status(&self, resource: &str) -> Observed<Option<Lock>> {
-        let path = match self.lock_path(resource) {
-            Ok(path) => path,
-            Err(error) => return Observed::failed(error),
+        let stems = match names::stems(resource) {
+            Ok(stems) => stems,
+            Err(error) => return Observed::failed(Error::Name(error)),
         };
-        let result = match read_lock_file(&path) {
-            Ok((client, since)) => Ok(Some(Lock {
+        let result = match self.find(resource, &stems) {
+            Ok(Some(found)) => Ok(Some(Lock {
                 resource: resource.to_owned(),
-                client,
-                since,
+                client: found.record.holder,
+                since: found.record.since,
             })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Ok(None) => {
                 let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
                 match self.follow_directory(&mut core) {
                     // Replaced: the new directory has not been read yet.
@@ -429,7 +555,7 @@ impl Store {
                     Err(error) => Err(error),
                 }
             }
-            Err(e) => Err(Error::io("read", &path, e)),
+            Err(error) => Err(error),
         };
         Observed {
             result,
@@ -448,26 +574,31 @@ impl Store {
 
     fn scan(&self) -> Result<Vec<Lock>, Error> {
         let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
-        let mut locks = Vec::new();
+        let mut locks = BTreeMap::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
             let name = entry.file_name();
-            let Some(resource) = name.to_str().and_then(names::resource_of_file) else {
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(LOCK_SUFFIX)) else {
                 continue;
             };
             let path = entry.path();
-            match read_lock_file(&path) {
-                Ok((client, since)) => locks.push(Lock {
-                    resource,
-                    client,
-                    since,
-                }),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            let record = match read_lock_file(&path) {
+                Ok(record) => record,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("read", &path, e)),
+            };
+            if let Some(resource) = owner(stem, &record) {
+                locks.entry(resource).or_insert(record);
             }
         }
-        locks.sort_unstable_by(|a, b| a.resource.cmp(&b.resource));
-        Ok(locks)
+        Ok(locks
+            .into_iter()
+            .map(|(resource, record)| Lock {
+                resource,
+                client: record.holder,
+                since: record.since,
+            })
+            .collect())
     }
 
     /// Make every change made so far durable: fsync the lock directory.
@@ -540,21 +671,27 @@ impl Store {
         ))
     }
 
-    /// A durable content file for `client` locking at `now`.
-    fn content_file(&self, client: &str, now: SystemTime, fresh: bool) -> Result<PathBuf, Error> {
+    /// A durable content file for `client` locking `resource` at `now`.
+    fn content_file(
+        &self,
+        client: &str,
+        resource: &str,
+        now: SystemTime,
+        fresh: bool,
+    ) -> Result<PathBuf, Error> {
         let second = clock::unix_seconds(now);
+        let key = (client.to_owned(), resource.to_owned());
         if !fresh {
             let contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(content) = contents.get(client).filter(|c| c.second == second) {
+            if let Some(content) = contents.get(&key).filter(|c| c.second == second) {
                 return Ok(content.path.clone());
             }
         }
         let path = self.temp_path("");
-        let text = format!("{client}\n{}\n", Utc::from_system(now).rfc3339());
-        create_durable(&path, text.as_bytes())?;
+        create_durable(&path, content_text(client, now, resource).as_bytes())?;
         let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
         let replaced = contents.insert(
-            client.to_owned(),
+            key,
             Content {
                 second,
                 path: path.clone(),
@@ -622,30 +759,99 @@ fn create_durable(path: &Path, data: &[u8]) -> Result<(), Error> {
     file.sync_all().map_err(|e| Error::io("fsync", path, e))
 }
 
-/// The holder and lock time recorded in a lock file. gocept.lockd wrote the
-/// bare client string and read it back stripped; lockd adds a line with the
-/// time, and falls back to the file's modification time without one.
-fn read_lock_file(path: &Path) -> io::Result<(String, SystemTime)> {
+/// What lockd writes into a lock file: the client, the time and the
+/// resource name (percent-encoded, so that it is one line of ASCII).
+fn content_text(client: &str, since: SystemTime, resource: &str) -> String {
+    let resource = names::encode_any(resource);
+    format!(
+        "{client}\n{}\n{RESOURCE_KEY}{resource}\n",
+        Utc::from_system(since).rfc3339()
+    )
+}
+
+/// The key of the line that names a lock file's resource.
+const RESOURCE_KEY: &str = "resource=";
+
+/// A lock file that stands in the way of a resource.
+struct Found {
+    path: PathBuf,
+    record: Record,
+    /// Whether it is that resource's own lock file (see [`owner`]).
+    own: bool,
+}
+
+/// What a lock file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    holder: String,
+    since: SystemTime,
+    kind: Kind,
+}
+
+/// Who wrote a lock file, as far as its content tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    /// gocept.lockd: the bare client string, under the name itself.
+    Legacy,
+    /// lockd 0.1: client and time, under the encoded name.
+    Encoded,
+    /// lockd: client, time and the resource name, if it decodes.
+    Named(Option<String>),
+}
+
+/// The resource a lock file under `stem` is the lock of, if any. A file
+/// that names its resource is that resource's, if it sits under one of the
+/// resource's stems; a file of lockd 0.1 is the decoded name's; any other
+/// file (gocept.lockd's) is the lock of the name as it stands.
+fn owner(stem: &str, record: &Record) -> Option<String> {
+    match &record.kind {
+        Kind::Legacy => Some(stem.to_owned()),
+        Kind::Encoded => Some(names::decode(stem).unwrap_or_else(|| stem.to_owned())),
+        Kind::Named(Some(resource)) => names::stems(resource)
+            .is_ok_and(|stems| stems.iter().any(|s| s == stem))
+            .then(|| resource.clone()),
+        Kind::Named(None) => None,
+    }
+}
+
+/// Read a lock file. gocept.lockd wrote the bare client string and read it
+/// back stripped; its lock time is the file's modification time.
+fn read_lock_file(path: &Path) -> io::Result<Record> {
     // Without O_NONBLOCK, opening a FIFO put there by hand would block with
     // the mutex and the flock held, and hang every lockd on the directory.
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::other("not a regular file"));
     }
     let mut bytes = Vec::new();
     (&file).take(MAX_LOCK_FILE).read_to_end(&mut bytes)?;
     let text = String::from_utf8_lossy(&bytes);
-    let mut lines = text.split('\n');
-    let holder = lines.next().unwrap_or_default().trim().to_owned();
-    let since = match lines
-        .next()
-        .and_then(|line| Utc::parse_rfc3339(line.trim()))
-    {
-        Some(utc) => utc.to_system(),
-        None => file.metadata()?.modified()?,
+    let lines: Vec<&str> = text.split('\n').collect();
+    let since = lines
+        .get(1)
+        .and_then(|line| Utc::parse_rfc3339(line.trim()));
+    let named = lines[1..]
+        .iter()
+        .find_map(|line| line.strip_prefix(RESOURCE_KEY));
+    let (holder, kind) = match (since, named) {
+        (Some(_), Some(resource)) => (lines[0], Kind::Named(names::decode(resource))),
+        (Some(_), None) => (lines[0], Kind::Encoded),
+        (None, _) => (&*text, Kind::Legacy),
     };
-    Ok((holder, since))
+    let since = match since {
+        Some(utc) => utc.to_system(),
+        None => meta.modified()?,
+    };
+    Ok(Record {
+        // Python's strip(), as gocept.lockd read it.
+        holder: holder
+            .trim_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c'])
+            .to_owned(),
+        since,
+        kind,
+    })
 }

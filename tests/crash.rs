@@ -177,8 +177,9 @@ fn check(daemon: &Daemon, views: &[Arc<Mutex<View>>], round: u64) {
         let text = std::fs::read_to_string(daemon.dir.join(&file)).unwrap();
         let lines: Vec<&str> = text.split('\n').collect();
         assert!(
-            lines.len() == 3
-                && lines[2].is_empty()
+            lines.len() == 4
+                && lines[2] == format!("resource={resource}")
+                && lines[3].is_empty()
                 && (0..CLIENTS).any(|c| lines[0] == client_name(c))
                 && Utc::parse_rfc3339(lines[1]).is_some(),
             "round {round}: {file} is not a complete lock file: {text:?}"
