@@ -74,7 +74,7 @@ fn is_plain(byte: u8) -> bool {
 }
 
 /// Whether `resource` is one path component, and so its own stem.
-fn is_component(resource: &str) -> bool {
+pub fn is_component(resource: &str) -> bool {
     !resource.contains(['/', '\0'])
 }
 

@@ -2,12 +2,13 @@
 //!
 //! A held lock is the file `<dir>/<stem>.resource.lock` ([`names::stem`]:
 //! the resource name itself, as gocept.lockd wrote it, unless it has a `/`).
-//! lockd writes three lines into it: the client, the UTC time the lock was
-//! taken and `resource=` with the percent-encoded resource name. Two other
-//! kinds of lock file are honoured: gocept.lockd's (the bare client string,
-//! under the name itself) and lockd 0.1's (client and time, under the
-//! percent-encoded name). A file may so stand for a name read as it is or
-//! decoded; a resource is refused while a lock file stands under any of its
+//! Under the name itself it holds the bare client string, as gocept.lockd
+//! wrote it, and the lock time is its modification time; under an encoded
+//! name (a name with a `/`), three lines: the client, the UTC time and
+//! `resource=` with the percent-encoded resource name. lockd 0.1's files
+//! (client and time, under the encoded name) are honoured too, and moved to
+//! the name itself at start-up. A file name may so spell a name as it is or
+//! encoded: a resource is refused while a lock file stands under any of its
 //! [`names::stems`], and only the file that is really its own is released
 //! by `unlock` and shown by `locks` ([`owner`]).
 //!
@@ -311,10 +312,8 @@ impl Store {
         let old = self.dir.join(format!("{stem}{LOCK_SUFFIX}"));
         let target = self.dir.join(format!("{target_stem}{LOCK_SUFFIX}"));
         let content = self.temp_path("");
-        create_durable(
-            &content,
-            content_text(&record.holder, record.since, resource).as_bytes(),
-        )?;
+        let text = content_text(&record.holder, record.since, resource);
+        create_durable_at(&content, text.as_bytes(), record.since)?;
         let linked = fs::hard_link(&content, &target);
         let _ = fs::remove_file(&content);
         match linked {
@@ -748,6 +747,16 @@ fn open_dir(dir: &Path) -> Result<(File, File, (u64, u64)), Error> {
 }
 
 fn create_durable(path: &Path, data: &[u8]) -> Result<(), Error> {
+    write_durable(path, data, None)
+}
+
+/// [`create_durable`] with the modification time set to `since`: the lock
+/// time of a lock file without a time line.
+fn create_durable_at(path: &Path, data: &[u8], since: SystemTime) -> Result<(), Error> {
+    write_durable(path, data, Some(since))
+}
+
+fn write_durable(path: &Path, data: &[u8], since: Option<SystemTime>) -> Result<(), Error> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -756,12 +765,24 @@ fn create_durable(path: &Path, data: &[u8]) -> Result<(), Error> {
         .map_err(|e| Error::io("create", path, e))?;
     file.write_all(data)
         .map_err(|e| Error::io("write", path, e))?;
+    if let Some(since) = since {
+        file.set_modified(since)
+            .map_err(|e| Error::io("set the time of", path, e))?;
+    }
     file.sync_all().map_err(|e| Error::io("fsync", path, e))
 }
 
-/// What lockd writes into a lock file: the client, the time and the
-/// resource name (percent-encoded, so that it is one line of ASCII).
+/// What lockd writes into a lock file. Under the name itself, the bare
+/// client string, byte for byte as gocept.lockd wrote it, so that a legacy
+/// daemon sharing the directory reads its holder right and its holder can
+/// release it there too. Under an encoded name (a name with a `/`), the
+/// client, the time and the resource name (percent-encoded, one line of
+/// ASCII), so that it cannot be mistaken for the lock of the name its file
+/// name spells.
 fn content_text(client: &str, since: SystemTime, resource: &str) -> String {
+    if names::is_component(resource) {
+        return client.to_owned();
+    }
     let resource = names::encode_any(resource);
     format!(
         "{client}\n{}\n{RESOURCE_KEY}{resource}\n",
@@ -791,7 +812,8 @@ struct Record {
 /// Who wrote a lock file, as far as its content tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Kind {
-    /// gocept.lockd: the bare client string, under the name itself.
+    /// The bare client string, under the name itself: gocept.lockd's, or
+    /// lockd's for a name without a `/`.
     Legacy,
     /// lockd 0.1: client and time, under the encoded name.
     Encoded,
@@ -854,4 +876,368 @@ fn read_lock_file(path: &Path) -> io::Result<Record> {
         since,
         kind,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> (Store, OpenReport) {
+        Store::open(dir).unwrap()
+    }
+
+    fn write(dir: &Path, file: &str, content: &str) {
+        fs::write(dir.join(file), content).unwrap();
+    }
+
+    /// The lock files in `dir`, sorted.
+    fn lock_files(dir: &Path) -> Vec<String> {
+        let mut files: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(LOCK_SUFFIX))
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn refusal<T: fmt::Debug>(observed: Observed<T>) -> Refusal {
+        match observed.result {
+            Err(Error::Refused(refusal)) => refusal,
+            other => panic!("not a refusal: {other:?}"),
+        }
+    }
+
+    fn already(holder: &str) -> Refusal {
+        Refusal::AlreadyLocked {
+            holder: holder.to_owned(),
+        }
+    }
+
+    fn holder(store: &Store, resource: &str) -> Option<String> {
+        store.status(resource).result.unwrap().map(|l| l.client)
+    }
+
+    #[test]
+    fn lock_unlock_and_each_refusal() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = open(temp.path());
+        let first = store.lock("vm1", "node1");
+        assert!(first.result.is_ok() && first.seq == 1);
+        assert!(!store.is_durable(1));
+        assert_eq!(store.sync().unwrap(), 1);
+        assert!(store.is_durable(1));
+        assert_eq!(refusal(store.lock("vm1", "node2")), already("node1"));
+        assert_eq!(refusal(store.lock("vm1", "node1")), already("node1"));
+        assert_eq!(
+            refusal(store.unlock("vm1", "node2")),
+            Refusal::NotHolder {
+                holder: "node1".into(),
+                client: "node2".into()
+            }
+        );
+        assert_eq!(holder(&store, "vm1").as_deref(), Some("node1"));
+        assert!(store.unlock("vm1", "node1").result.is_ok());
+        assert_eq!(refusal(store.unlock("vm1", "node1")), Refusal::NotLocked);
+        assert_eq!(holder(&store, "vm1"), None);
+        assert!(lock_files(temp.path()).is_empty());
+    }
+
+    #[test]
+    fn bad_names_change_nothing() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = open(temp.path());
+        for (resource, client) in [("", "c"), ("r", ""), ("r", "a\nb"), ("r", " c")] {
+            let observed = store.lock(resource, client);
+            assert!(
+                matches!(observed.result, Err(Error::Name(_))),
+                "{resource:?}"
+            );
+            assert_eq!(observed.seq, 0);
+        }
+        let long = "x".repeat(names::MAX_STEM + 1);
+        assert!(matches!(
+            store.unlock(&long, "c").result,
+            Err(Error::Name(_))
+        ));
+        assert!(
+            fs::read_dir(temp.path()).unwrap().count() == 1,
+            "only lockd.lock"
+        );
+    }
+
+    #[test]
+    fn a_lock_file_is_the_bare_client_or_names_its_resource() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = open(temp.path());
+        store.lock("my vm", "node1").result.unwrap();
+        store.lock("a/b", "node1").result.unwrap();
+        assert_eq!(
+            lock_files(temp.path()),
+            ["a%2Fb.resource.lock", "my vm.resource.lock"]
+        );
+        let bare = fs::read_to_string(temp.path().join("my vm.resource.lock")).unwrap();
+        assert_eq!(bare, "node1", "as gocept.lockd writes it");
+        let text = fs::read_to_string(temp.path().join("a%2Fb.resource.lock")).unwrap();
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines.len(), 4, "{text:?}");
+        assert_eq!(lines[0], "node1");
+        assert!(Utc::parse_rfc3339(lines[1]).is_some(), "{text:?}");
+        assert_eq!(lines[2], "resource=a%2Fb");
+    }
+
+    #[test]
+    fn gocept_lock_files_are_held_by_their_holders() {
+        let temp = tempfile::tempdir().unwrap();
+        // Byte for byte what gocept.lockd 0.1 writes: the bare client.
+        for resource in [
+            "my vm",
+            "caf\u{e9}",
+            ".hidden",
+            "a%b",
+            "UPPER",
+            "x+y=z#@~'\"",
+        ] {
+            write(temp.path(), &format!("{resource}{LOCK_SUFFIX}"), "node2");
+        }
+        let (store, report) = open(temp.path());
+        assert_eq!(report.locks, 6);
+        assert!(report.foreign.is_empty(), "{:?}", report.foreign);
+        assert_eq!(report.moved, 0);
+        for resource in [
+            "my vm",
+            "caf\u{e9}",
+            ".hidden",
+            "a%b",
+            "UPPER",
+            "x+y=z#@~'\"",
+        ] {
+            assert_eq!(refusal(store.lock(resource, "node3")), already("node2"));
+            assert_eq!(holder(&store, resource).as_deref(), Some("node2"));
+        }
+        let listed: Vec<String> = store
+            .locks()
+            .result
+            .unwrap()
+            .into_iter()
+            .map(|l| l.resource)
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ".hidden",
+                "UPPER",
+                "a%b",
+                "caf\u{e9}",
+                "my vm",
+                "x+y=z#@~'\""
+            ]
+        );
+        assert!(matches!(
+            refusal(store.unlock("my vm", "node3")),
+            Refusal::NotHolder { .. }
+        ));
+        store.unlock("my vm", "node2").result.unwrap();
+        assert!(!temp.path().join("my vm.resource.lock").exists());
+        store.lock("my vm", "node3").result.unwrap();
+    }
+
+    #[test]
+    fn lockd_0_1_files_move_to_the_legacy_name_and_stay_held() {
+        let temp = tempfile::tempdir().unwrap();
+        write(
+            temp.path(),
+            "my%20vm.resource.lock",
+            "node1\n2026-01-02T03:04:05Z\n",
+        );
+        write(
+            temp.path(),
+            "a%2520b.resource.lock",
+            "node1\n2026-01-02T03:04:05Z\n",
+        );
+        write(
+            temp.path(),
+            "a%2Fb.resource.lock",
+            "node1\n2026-01-02T03:04:05Z\n",
+        );
+        let (store, report) = open(temp.path());
+        assert_eq!((report.locks, report.moved), (3, 2));
+        assert_eq!(
+            lock_files(temp.path()),
+            [
+                "a%20b.resource.lock",
+                "a%2Fb.resource.lock",
+                "my vm.resource.lock"
+            ]
+        );
+        let moved = store.status("a%20b").result.unwrap().unwrap();
+        assert_eq!(moved.client, "node1");
+        assert_eq!(
+            Utc::from_system(moved.since).rfc3339(),
+            "2026-01-02T03:04:05Z"
+        );
+        // The literal name `a%20b` is held, and `a b` is refused because
+        // of it, but not held.
+        assert_eq!(refusal(store.lock("a b", "node2")), already("node1"));
+        assert_eq!(refusal(store.unlock("a b", "node1")), Refusal::NotLocked);
+        for resource in ["my vm", "a%20b", "a/b"] {
+            assert_eq!(refusal(store.lock(resource, "node2")), already("node1"));
+            store.unlock(resource, "node1").result.unwrap();
+        }
+        assert!(lock_files(temp.path()).is_empty());
+    }
+
+    #[test]
+    fn a_move_killed_halfway_is_finished_at_the_next_start() {
+        let temp = tempfile::tempdir().unwrap();
+        let old = "node1\n2026-01-02T03:04:05Z\n";
+        write(temp.path(), "my%20vm.resource.lock", old);
+        // Linked under the new name, the old one not yet removed.
+        let new = content_text("node1", SystemTime::UNIX_EPOCH, "my vm");
+        write(temp.path(), "my vm.resource.lock", &new);
+        let (store, report) = open(temp.path());
+        assert_eq!(report.moved, 1);
+        assert_eq!(lock_files(temp.path()), ["my vm.resource.lock"]);
+        assert_eq!(holder(&store, "my vm").as_deref(), Some("node1"));
+    }
+
+    #[test]
+    fn two_holders_of_one_name_are_both_kept_and_refuse() {
+        let temp = tempfile::tempdir().unwrap();
+        write(
+            temp.path(),
+            "my%20vm.resource.lock",
+            "node1\n2026-01-02T03:04:05Z\n",
+        );
+        write(temp.path(), "my vm.resource.lock", "node2");
+        let (store, report) = open(temp.path());
+        assert_eq!(report.moved, 0);
+        assert_eq!(lock_files(temp.path()).len(), 2);
+        assert!(matches!(
+            refusal(store.lock("my vm", "node3")),
+            Refusal::AlreadyLocked { .. }
+        ));
+        // Each holder releases its own file; the name is free after both.
+        store.unlock("my vm", "node2").result.unwrap();
+        assert_eq!(refusal(store.lock("my vm", "node3")), already("node1"));
+        store.unlock("my vm", "node1").result.unwrap();
+        store.lock("my vm", "node3").result.unwrap();
+    }
+
+    #[test]
+    fn names_that_could_share_a_file_refuse_each_other() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = open(temp.path());
+        store.lock("a/b", "node1").result.unwrap();
+        assert_eq!(refusal(store.lock("a%2Fb", "node2")), already("node1"));
+        assert_eq!(refusal(store.unlock("a%2Fb", "node1")), Refusal::NotLocked);
+        assert_eq!(holder(&store, "a%2Fb").as_deref(), Some("node1"));
+        store.unlock("a/b", "node1").result.unwrap();
+        store.lock("a%2Fb", "node2").result.unwrap();
+        assert_eq!(refusal(store.lock("a/b", "node1")), already("node2"));
+        let listed: Vec<String> = store
+            .locks()
+            .result
+            .unwrap()
+            .into_iter()
+            .map(|l| l.resource)
+            .collect();
+        assert_eq!(listed, ["a%2Fb"]);
+    }
+
+    #[test]
+    fn a_file_filed_under_another_name_is_foreign_and_refuses() {
+        let temp = tempfile::tempdir().unwrap();
+        let misplaced = content_text("node1", SystemTime::UNIX_EPOCH, "y/z");
+        write(temp.path(), "x.resource.lock", &misplaced);
+        let (store, report) = open(temp.path());
+        assert_eq!(report.foreign, ["x.resource.lock"]);
+        assert_eq!(refusal(store.lock("x", "node2")), already("node1"));
+        assert!(store.locks().result.unwrap().is_empty());
+        store.lock("y/z", "node2").result.unwrap();
+    }
+
+    #[test]
+    fn content_files_are_shared_per_client_and_resource_then_removed() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = open(temp.path());
+        let contents = || {
+            fs::read_dir(temp.path())
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().starts_with(TEMP_PREFIX)
+                })
+                .count()
+        };
+        let before = clock::unix_seconds(SystemTime::now());
+        store.lock("a", "c").result.unwrap();
+        store.unlock("a", "c").result.unwrap();
+        store.lock("a", "c").result.unwrap();
+        let same_second = clock::unix_seconds(SystemTime::now()) == before;
+        if same_second {
+            assert_eq!(contents(), 1, "one content file for a's relocks");
+        }
+        store.lock("b", "c").result.unwrap();
+        assert!(contents() >= 2, "b has its own content file");
+        store.remove_temporaries();
+        assert_eq!(contents(), 0);
+        assert_eq!(holder(&store, "a").as_deref(), Some("c"));
+        assert_eq!(holder(&store, "b").as_deref(), Some("c"));
+        // A leftover from a crash is removed at the next start.
+        write(temp.path(), ".lockd-1-1.tmp", "c\n");
+        drop(store);
+        let (_, report) = open(temp.path());
+        assert_eq!((report.removed_leftovers, report.locks), (1, 2));
+    }
+
+    #[test]
+    fn a_replaced_directory_is_followed() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("locks");
+        let (store, _) = open(&dir);
+        store.lock("a", "c").result.unwrap();
+        store.sync().unwrap();
+        fs::rename(&dir, temp.path().join("old")).unwrap();
+        fs::create_dir(&dir).unwrap();
+        assert_eq!(holder(&store, "a"), None);
+        let observed = store.lock("a", "c");
+        observed.result.unwrap();
+        store.sync().unwrap();
+        assert!(store.is_durable(observed.seq));
+        assert_eq!(lock_files(&dir), ["a.resource.lock"]);
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            store.unlock("a", "c").result,
+            Err(Error::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn the_kind_of_a_lock_file_decides_its_owner() {
+        let record = |content: &str| {
+            let temp = tempfile::tempdir().unwrap();
+            write(temp.path(), "f", content);
+            read_lock_file(&temp.path().join("f")).unwrap()
+        };
+        let legacy = record(" node1\n");
+        assert_eq!(
+            (legacy.holder.as_str(), &legacy.kind),
+            ("node1", &Kind::Legacy)
+        );
+        assert_eq!(owner("a%20b", &legacy).as_deref(), Some("a%20b"));
+        let old = record("node1\n2026-01-02T03:04:05Z\n");
+        assert_eq!(old.kind, Kind::Encoded);
+        assert_eq!(owner("a%20b", &old).as_deref(), Some("a b"));
+        assert_eq!(owner("a b", &old).as_deref(), Some("a b"));
+        let bare = record(&content_text("node1", SystemTime::UNIX_EPOCH, "a b"));
+        assert_eq!((bare.holder.as_str(), &bare.kind), ("node1", &Kind::Legacy));
+        let named = record(&content_text("node1", SystemTime::UNIX_EPOCH, "a/b"));
+        assert_eq!(named.kind, Kind::Named(Some("a/b".into())));
+        assert_eq!(owner("a%2Fb", &named).as_deref(), Some("a/b"));
+        assert_eq!(owner("a/b", &named), None);
+        assert_eq!(owner("c", &named), None);
+        let broken = record("node1\n2026-01-02T03:04:05Z\nresource=%zz\n");
+        assert_eq!(owner("x", &broken), None);
+    }
 }
