@@ -13,4 +13,5 @@ mod disk;
 mod durability;
 mod history;
 mod hostile;
+mod legacy;
 mod names;
