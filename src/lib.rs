@@ -146,6 +146,12 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     let (store, report) = Store::open(&config.dir).map_err(RunError::Store)?;
     // The write path must work before lockd says it is ready.
     store.probe().map_err(RunError::Store)?;
+    for name in &report.subdirectories {
+        log::warn!(
+            "{name:?} in the lock directory is a directory: gocept.lockd kept locks on names beginning {:?} in it, which lockd does not look into, so lockd refuses such names while it exists; remove it once it holds no locks",
+            format!("{name}/")
+        );
+    }
     for name in &report.foreign {
         log::warn!(
             "{name:?} in the lock directory is no lock file lockd or gocept.lockd writes (it names a resource it is not filed under, or its name is not UTF-8); lockd refuses every resource it could stand for: look at it, then remove it if nobody holds it"

@@ -29,11 +29,20 @@ pub const MAX_CLIENT: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameError {
     EmptyResource,
-    ResourceTooLong { stem: usize },
+    ResourceTooLong {
+        stem: usize,
+    },
     EmptyClient,
-    ClientTooLong { len: usize },
+    ClientTooLong {
+        len: usize,
+    },
     ClientControl,
     ClientSpace,
+    /// gocept.lockd would keep the lock below this subdirectory of the lock
+    /// directory, which lockd does not look into.
+    LegacySubdirectory {
+        subdirectory: String,
+    },
 }
 
 impl fmt::Display for NameError {
@@ -63,6 +72,10 @@ impl fmt::Display for NameError {
                 f,
                 "the client string starts or ends with white space, which lock files do not keep (gocept.lockd stripped it); remove it"
             ),
+            NameError::LegacySubdirectory { subdirectory } => write!(
+                f,
+                "gocept.lockd would keep the lock on this name in the subdirectory {subdirectory:?} of the lock directory, which lockd does not look into, so lockd refuses names below it while it exists; remove that subdirectory once it holds no locks, or use a name without '/'"
+            ),
         }
     }
 }
@@ -78,22 +91,70 @@ pub fn is_component(resource: &str) -> bool {
     !resource.contains(['/', '\0'])
 }
 
-/// The stem of the lock file lockd writes for `resource`: the name itself
-/// when it is one path component (as gocept.lockd wrote it), else its
-/// percent-encoding. Checked for emptiness and length.
-pub fn stem(resource: &str) -> Result<String, NameError> {
-    if !is_component(resource) {
-        return encode(resource);
+/// Where gocept.lockd kept the lock on a resource: it joined the lock
+/// directory and `<resource>.resource.lock` unchecked, so a `/` in the name
+/// walked the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegacyPath {
+    /// A file directly in the lock directory, with this stem: the name
+    /// itself, or what `./x` or `a/../x` comes to.
+    Stem(String),
+    /// A file below this subdirectory of the lock directory (`a/b`).
+    Subdirectory(String),
+    /// Outside the lock directory (`/etc/x`, `../x`): not a lock lockd or
+    /// gocept.lockd keeps in it.
+    Outside,
+}
+
+/// Where gocept.lockd kept the lock on `resource`, the path read as the
+/// kernel would once every directory on it exists.
+pub fn legacy_path(resource: &str) -> LegacyPath {
+    if is_component(resource) {
+        return LegacyPath::Stem(resource.to_owned());
     }
+    if resource.starts_with('/') || resource.contains('\0') {
+        return LegacyPath::Outside;
+    }
+    let file = format!("{resource}{LOCK_SUFFIX}");
+    let mut parts: Vec<&str> = Vec::new();
+    for part in file.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return LegacyPath::Outside;
+                }
+            }
+            _ => parts.push(part),
+        }
+    }
+    // The last part ends with the suffix, so it is neither `.` nor `..`
+    // and is still there.
+    match parts.as_slice() {
+        [file] => LegacyPath::Stem(file.strip_suffix(LOCK_SUFFIX).unwrap_or(file).to_owned()),
+        [first, ..] => LegacyPath::Subdirectory((*first).to_owned()),
+        [] => LegacyPath::Outside,
+    }
+}
+
+/// The stem of the lock file lockd writes for `resource`: where
+/// gocept.lockd kept it when that is directly in the lock directory (the
+/// name itself, for any name without a `/`), else the percent-encoding.
+/// Checked for emptiness and length.
+pub fn stem(resource: &str) -> Result<String, NameError> {
     if resource.is_empty() {
         return Err(NameError::EmptyResource);
     }
-    if resource.len() > MAX_STEM {
-        return Err(NameError::ResourceTooLong {
-            stem: resource.len(),
-        });
+    let LegacyPath::Stem(stem) = legacy_path(resource) else {
+        return encode(resource);
+    };
+    if stem.is_empty() {
+        return encode(resource);
     }
-    Ok(resource.to_owned())
+    if stem.len() > MAX_STEM {
+        return Err(NameError::ResourceTooLong { stem: stem.len() });
+    }
+    Ok(stem)
 }
 
 /// Every stem a lock on `resource` may be found under, [`stem`] first:
@@ -101,12 +162,16 @@ pub fn stem(resource: &str) -> Result<String, NameError> {
 /// and which gocept.lockd would have written for a name that looks encoded.
 /// A lock file under any of them stops `resource` from being granted.
 pub fn stems(resource: &str) -> Result<Vec<String>, NameError> {
-    let primary = stem(resource)?;
-    let mut stems = vec![primary];
-    if let Ok(encoded) = encode(resource)
-        && encoded != stems[0]
-    {
-        stems.push(encoded);
+    let mut stems = vec![stem(resource)?];
+    let encoded = encode(resource).ok();
+    let legacy = match legacy_path(resource) {
+        LegacyPath::Stem(legacy) => Some(legacy),
+        _ => None,
+    };
+    for other in [encoded, legacy].into_iter().flatten() {
+        if !stems.contains(&other) {
+            stems.push(other);
+        }
     }
     Ok(stems)
 }
@@ -250,6 +315,26 @@ mod tests {
         assert_eq!(stems("a/b").unwrap(), ["a%2Fb"]);
         assert_eq!(stems("../../etc/x").unwrap(), ["%2E.%2F..%2Fetc%2Fx"]);
         assert_eq!(stems("a\0b").unwrap(), ["a%00b"]);
+        // Where gocept.lockd's path walk ends in the directory itself.
+        assert_eq!(stems("./x").unwrap(), ["x", "%2E%2Fx"]);
+        assert_eq!(stems("a//../x").unwrap(), ["x", "a%2F%2F..%2Fx"]);
+        // gocept.lockd's lock on "./" is `.resource.lock`.
+        assert_eq!(stems("./").unwrap(), ["%2E%2F", ""]);
+    }
+
+    #[test]
+    fn legacy_paths_are_walked_as_the_kernel_would() {
+        use LegacyPath::*;
+        assert_eq!(legacy_path("my vm"), Stem("my vm".into()));
+        assert_eq!(legacy_path(".."), Stem("..".into()));
+        assert_eq!(legacy_path("./x"), Stem("x".into()));
+        assert_eq!(legacy_path("a/./../x"), Stem("x".into()));
+        assert_eq!(legacy_path("x/."), Subdirectory("x".into()));
+        assert_eq!(legacy_path("a//b"), Subdirectory("a".into()));
+        assert_eq!(legacy_path("a/b/c"), Subdirectory("a".into()));
+        assert_eq!(legacy_path("/etc/x"), Outside);
+        assert_eq!(legacy_path("../x"), Outside);
+        assert_eq!(legacy_path("a/../../x"), Outside);
     }
 
     #[test]

@@ -179,6 +179,9 @@ pub struct OpenReport {
     /// Lock files no resource name maps to (see [`owner`]): they still
     /// stop every resource they could stand for from being granted.
     pub foreign: Vec<String>,
+    /// Subdirectories, where gocept.lockd kept locks on names with a `/`:
+    /// such names are refused while they exist.
+    pub subdirectories: Vec<String>,
 }
 
 /// The lock directory.
@@ -268,6 +271,10 @@ impl Store {
                 removed = true;
                 continue;
             }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                report.subdirectories.push(name.into_owned());
+                continue;
+            }
             let Some(stem) = name.strip_suffix(LOCK_SUFFIX) else {
                 continue;
             };
@@ -293,6 +300,7 @@ impl Store {
                 .map_err(|e| Error::io("fsync", &self.dir, e))?;
         }
         report.foreign.sort();
+        report.subdirectories.sort();
         Ok(report)
     }
 
@@ -423,6 +431,18 @@ impl Store {
         Ok(other)
     }
 
+    /// Refuse a name gocept.lockd would keep below a subdirectory of the
+    /// lock directory while that subdirectory exists: lockd does not look
+    /// into it, and a legacy daemon may hold the name there.
+    fn check_subdirectory(&self, resource: &str, stems: Vec<String>) -> Result<Vec<String>, Error> {
+        if let names::LegacyPath::Subdirectory(subdirectory) = names::legacy_path(resource)
+            && fs::symlink_metadata(self.dir.join(&subdirectory)).is_ok()
+        {
+            return Err(Error::Name(NameError::LegacySubdirectory { subdirectory }));
+        }
+        Ok(stems)
+    }
+
     /// Take the lock on `resource` for `client`.
     pub fn lock(&self, resource: &str, client: &str) -> Observed<()> {
         let checked = names::stems(resource)
@@ -431,7 +451,7 @@ impl Store {
                 names::check_client(client).map_err(Error::Name)?;
                 Ok(stems)
             });
-        let stems = match checked {
+        let stems = match checked.and_then(|stems| self.check_subdirectory(resource, stems)) {
             Ok(stems) => stems,
             Err(error) => return Observed::failed(error),
         };
@@ -1143,6 +1163,30 @@ mod tests {
             .map(|l| l.resource)
             .collect();
         assert_eq!(listed, ["a%2Fb"]);
+    }
+
+    #[test]
+    fn names_with_a_slash_meet_gocepts_path_walk() {
+        let temp = tempfile::tempdir().unwrap();
+        // gocept.lockd's lock on "./x" is x.resource.lock; below "sub" it
+        // kept locks on "sub/...".
+        write(temp.path(), "x.resource.lock", "node1");
+        fs::create_dir(temp.path().join("sub")).unwrap();
+        write(temp.path(), "sub/y.resource.lock", "node1");
+        let (store, report) = open(temp.path());
+        assert_eq!(report.subdirectories, ["sub"]);
+        assert_eq!(refusal(store.lock("./x", "node2")), already("node1"));
+        assert!(matches!(
+            store.lock("sub/y", "node2").result,
+            Err(Error::Name(NameError::LegacySubdirectory { .. }))
+        ));
+        store.lock("other/y", "node2").result.unwrap();
+        // lockd keeps "./z" where gocept.lockd would look for it.
+        store.lock("./z", "node2").result.unwrap();
+        assert_eq!(refusal(store.lock("z", "node3")), already("node2"));
+        assert!(temp.path().join("z.resource.lock").exists());
+        assert_eq!(holder(&store, "./z").as_deref(), Some("node2"));
+        store.unlock("./z", "node2").result.unwrap();
     }
 
     #[test]

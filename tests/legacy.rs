@@ -387,3 +387,52 @@ fn lockd_and_the_legacy_daemon_on_one_directory_never_grant_twice() {
     assert!(log.contains("granted"), "{log}");
     old.stop();
 }
+
+#[test]
+fn names_with_a_slash_are_refused_where_the_legacy_daemon_kept_them() {
+    let legacy = Legacy::pick();
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("locks");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    // gocept.lockd walks the path: "./x" is x.resource.lock, "sub/vm" is
+    // sub/vm.resource.lock.
+    let old = legacy.start(&dir);
+    let out =
+        old.py("call(lambda: s.lock('./x', 'node2'))\ncall(lambda: s.lock('sub/vm', 'node2'))");
+    assert_eq!(out, "None\nNone\n");
+    old.stop();
+    assert!(dir.join("x.resource.lock").exists() && dir.join("sub/vm.resource.lock").exists());
+
+    let daemon = Daemon::start_in(&dir);
+    assert!(
+        daemon
+            .log()
+            .contains("\"sub\" in the lock directory is a directory"),
+        "{}",
+        daemon.log()
+    );
+    let out = daemon.py("call(lambda: s.lock('./x', 'node3'))\n\
+         call(lambda: s.lock('x', 'node3'))\n\
+         call(lambda: s.lock('sub/vm', 'node3'))\n\
+         call(lambda: s.lock('./y', 'node3'))");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], [refusal("node2"), refusal("node2")], "{out}");
+    assert!(
+        lines[2].starts_with(
+            "FAULT -32602 gocept.lockd would keep the lock on this name in the subdirectory \"sub\""
+        ),
+        "{out}"
+    );
+    assert_eq!(lines[3], "None");
+    // lockd keeps "./y" where the legacy daemon looks for it.
+    drop(daemon);
+    let old = legacy.start(&dir);
+    let out = old.py("call(lambda: s.lock('./y', 'node4'))\ncall(lambda: s.lock('y', 'node4'))");
+    assert!(
+        out.lines().all(|l| l.starts_with(
+            "FAULT 1 <type 'exceptions.Exception'>:Resource already locked by 'node3"
+        )),
+        "{out}"
+    );
+    old.stop();
+}
