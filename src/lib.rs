@@ -154,7 +154,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     }
     for name in &report.foreign {
         log::warn!(
-            "{name:?} in the lock directory is no lock file lockd or gocept.lockd writes (it names a resource it is not filed under, or its name is not UTF-8); lockd refuses every resource it could stand for: look at it, then remove it if nobody holds it"
+            "{name:?} in the lock directory is a lock file lockd cannot tie to a resource (it names a resource it is not filed under, or its name is not UTF-8, as gocept.lockd wrote under a Latin-1 locale); lockd refuses every resource its name could stand for (a name that is not UTF-8, read as Latin-1) but cannot release it: release it with the daemon that took it, or remove it once nobody holds it"
         );
     }
     let activated_socket = activated.is_some();

@@ -176,6 +176,15 @@ pub fn stems(resource: &str) -> Result<Vec<String>, NameError> {
     Ok(stems)
 }
 
+/// `resource` in Latin-1, if it has a letter beyond ASCII and all of them
+/// fit: the bytes a Python 2 gocept.lockd under a Latin-1 locale wrote.
+pub fn latin1(resource: &str) -> Option<Vec<u8>> {
+    if resource.is_ascii() || !is_component(resource) {
+        return None;
+    }
+    resource.chars().map(|c| u8::try_from(c).ok()).collect()
+}
+
 /// The percent-encoded stem for a resource name, checked for length.
 pub fn encode(resource: &str) -> Result<String, NameError> {
     if resource.is_empty() {

@@ -32,9 +32,11 @@
 //! whatever an earlier run left behind is removed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -443,6 +445,28 @@ impl Store {
         Ok(stems)
     }
 
+    /// gocept.lockd's lock on `resource` if it ran under a Latin-1 locale:
+    /// Python 2 wrote a non-ASCII name in the locale's encoding. Such a
+    /// file is no lock lockd can release (its name is not UTF-8), but it
+    /// stops the name from being granted.
+    fn find_latin1(&self, resource: &str) -> Result<Option<Found>, Error> {
+        let Some(stem) = names::latin1(resource) else {
+            return Ok(None);
+        };
+        let mut name = stem;
+        name.extend_from_slice(LOCK_SUFFIX.as_bytes());
+        let path = self.dir.join(OsStr::from_bytes(&name));
+        match read_lock_file(&path) {
+            Ok(record) => Ok(Some(Found {
+                path,
+                record,
+                own: false,
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", &path, e)),
+        }
+    }
+
     /// Take the lock on `resource` for `client`.
     pub fn lock(&self, resource: &str, client: &str) -> Observed<()> {
         let checked = names::stems(resource)
@@ -468,7 +492,10 @@ impl Store {
                 Err(error) => return Observed::failed(error),
             };
             // The first stem is checked by `link` itself.
-            let result = match self.find(resource, &stems[1..]) {
+            let found = self.find(resource, &stems[1..]).and_then(|found| {
+                found.map_or_else(|| self.find_latin1(resource), |f| Ok(Some(f)))
+            });
+            let result = match found {
                 Err(error) => Err(error),
                 Ok(Some(found)) => Err(Error::Refused(Refusal::AlreadyLocked {
                     holder: found.record.holder,
@@ -1187,6 +1214,17 @@ mod tests {
         assert!(temp.path().join("z.resource.lock").exists());
         assert_eq!(holder(&store, "./z").as_deref(), Some("node2"));
         store.unlock("./z", "node2").result.unwrap();
+    }
+
+    #[test]
+    fn a_latin1_file_name_refuses_its_name() {
+        let temp = tempfile::tempdir().unwrap();
+        let name = OsStr::from_bytes(b"caf\xe9.resource.lock");
+        fs::write(temp.path().join(name), "node1").unwrap();
+        let (store, report) = open(temp.path());
+        assert_eq!(report.foreign, ["caf\u{fffd}.resource.lock"]);
+        assert_eq!(refusal(store.lock("caf\u{e9}", "node2")), already("node1"));
+        store.lock("caf\u{e8}", "node2").result.unwrap();
     }
 
     #[test]
