@@ -18,6 +18,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod json;
 pub mod metrics;
 pub mod names;
 pub mod server;

@@ -25,7 +25,7 @@ pub const MAX_STEM: usize = NAME_MAX - LOCK_SUFFIX.len();
 /// The longest client string, in bytes.
 pub const MAX_CLIENT: usize = 1024;
 
-/// Why a resource name or client string is refused.
+/// Why a resource name, client string or other parameter is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameError {
     EmptyResource,
@@ -43,6 +43,17 @@ pub enum NameError {
     LegacySubdirectory {
         subdirectory: String,
     },
+    /// `acquire_many` with no resource, or too many.
+    BatchSize {
+        len: usize,
+        max: usize,
+    },
+    /// `acquire_many` naming a resource twice.
+    Duplicate {
+        resource: String,
+    },
+    /// `break_lock` or `fence` without a reason.
+    NoReason,
 }
 
 impl fmt::Display for NameError {
@@ -71,6 +82,18 @@ impl fmt::Display for NameError {
             NameError::ClientSpace => write!(
                 f,
                 "the client string starts or ends with white space, which lock files do not keep (gocept.lockd stripped it); remove it"
+            ),
+            NameError::BatchSize { len, max } => {
+                write!(f, "acquire_many takes 1 to {max} resources, got {len}")
+            }
+            NameError::Duplicate { resource } => write!(
+                f,
+                "acquire_many names {} twice: name each resource once",
+                py2repr(resource)
+            ),
+            NameError::NoReason => write!(
+                f,
+                "the reason is empty: say why (it goes into the audit trail)"
             ),
             NameError::LegacySubdirectory { subdirectory } => write!(
                 f,

@@ -46,9 +46,19 @@ use std::time::SystemTime;
 use crate::clock;
 use crate::names::{self, LOCK_SUFFIX, NameError};
 
+mod fencing;
 mod record;
 
 use record::{Kind, Record, content_text, owner, read_lock_file};
+
+/// What linking a lock file came to.
+enum Linked {
+    Done,
+    /// A lock file stands under one of the resource's stems.
+    InTheWay(Record),
+    /// The content file is gone: another process's start-up removed it.
+    ContentGone,
+}
 
 /// A lock file that stands in the way of a resource.
 struct Found {
@@ -70,14 +80,47 @@ pub struct Lock {
     pub resource: String,
     pub client: String,
     pub since: SystemTime,
+    /// The fencing token; 0 for a lock without one (taken with `lock`, or
+    /// by gocept.lockd).
+    pub token: u32,
 }
 
-/// The three refusals of the seed contract.
+/// Why a lock was not granted or released: the three refusals of the
+/// seed contract, then fencing's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    AlreadyLocked { holder: String },
-    NotHolder { holder: String, client: String },
+    AlreadyLocked {
+        holder: String,
+    },
+    NotHolder {
+        holder: String,
+        client: String,
+    },
     NotLocked,
+    /// `acquire_many`: the first resource in the way.
+    ManyAlreadyLocked {
+        resource: String,
+        holder: String,
+    },
+    /// `release` of a grant that has ended: the client holds a newer one.
+    OtherGrant {
+        holder: String,
+        held: u32,
+        given: u32,
+    },
+    /// `break_lock` of a grant that is not the one held.
+    NotThatGrant {
+        holder: String,
+        token: u32,
+        given_holder: String,
+        given_token: u32,
+    },
+    /// The resource's token would pass [`fencing::MAX_TOKEN`].
+    TokensExhausted {
+        resource: String,
+    },
+    /// The resource's last token kept moving while a grant was prepared.
+    Contended,
 }
 
 impl fmt::Display for Refusal {
@@ -93,6 +136,41 @@ impl fmt::Display for Refusal {
                 names::py2repr(client)
             ),
             Refusal::NotLocked => f.write_str("Resource not locked"),
+            Refusal::ManyAlreadyLocked { resource, holder } => write!(
+                f,
+                "Resource {} already locked by {}",
+                names::py2repr(resource),
+                names::py2repr(holder)
+            ),
+            Refusal::OtherGrant {
+                holder,
+                held,
+                given,
+            } => write!(
+                f,
+                "Resource locked by {} under token {held}, not {given}: that grant has ended",
+                names::py2repr(holder)
+            ),
+            Refusal::NotThatGrant {
+                holder,
+                token,
+                given_holder,
+                given_token,
+            } => write!(
+                f,
+                "Resource locked by {} under token {token}, not by {} under token {given_token}",
+                names::py2repr(holder),
+                names::py2repr(given_holder)
+            ),
+            Refusal::TokensExhausted { resource } => write!(
+                f,
+                "Resource {} has used every fencing token up to {} (or its last token is unreadable): lock it under another name",
+                names::py2repr(resource),
+                fencing::MAX_TOKEN
+            ),
+            Refusal::Contended => f.write_str(
+                "Resource could not be granted: other processes kept taking and releasing it; call again",
+            ),
         }
     }
 }
@@ -266,8 +344,10 @@ impl Store {
     fn recover(&self) -> Result<OpenReport, Error> {
         let mut report = OpenReport::default();
         let _guard = self.guard()?;
+        // Lock files of `acquire_many` calls that never committed.
+        report.removed_leftovers += self.sweep_batches()?;
         let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
-        let mut removed = false;
+        let mut removed = report.removed_leftovers > 0;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
             let name = entry.file_name();
@@ -427,6 +507,7 @@ impl Store {
         for stem in stems {
             let path = self.lock_path(stem);
             match read_lock_file(&path) {
+                Ok(record) if !self.is_live(&record) => {}
                 Ok(record) => {
                     let own = owner(stem, &record).as_deref() == Some(resource);
                     let found = Found { path, record, own };
@@ -500,43 +581,81 @@ impl Store {
                 Ok(guard) => guard,
                 Err(error) => return Observed::failed(error),
             };
-            // The first stem is checked by `link` itself.
-            let found = self.find(resource, &stems[1..]).and_then(|found| {
-                found.map_or_else(|| self.find_latin1(resource), |f| Ok(Some(f)))
-            });
-            let result = match found {
-                Err(error) => Err(error),
-                Ok(Some(found)) => Err(Error::Refused(Refusal::AlreadyLocked {
-                    holder: found.record.holder,
+            let result = match self.link_if_free(resource, &stems, &content) {
+                Ok(Linked::Done) => {
+                    guard.core.changes += 1;
+                    Ok(())
+                }
+                Ok(Linked::InTheWay(record)) => Err(Error::Refused(Refusal::AlreadyLocked {
+                    holder: record.holder,
                 })),
-                Ok(None) => match fs::hard_link(&content, &path) {
-                    Ok(()) => {
-                        guard.core.changes += 1;
-                        Ok(())
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        match read_lock_file(&path) {
-                            Ok(record) => Err(Error::Refused(Refusal::AlreadyLocked {
-                                holder: record.holder,
-                            })),
-                            Err(e) => Err(Error::io("read", &path, e)),
-                        }
-                    }
-                    // Another process's start-up may have removed our content file.
-                    Err(e)
-                        if e.kind() == io::ErrorKind::NotFound && !fresh && !content.exists() =>
-                    {
-                        fresh = true;
-                        continue;
-                    }
-                    Err(e) => Err(Error::io("link", &path, e)),
-                },
+                Ok(Linked::ContentGone) if !fresh => {
+                    fresh = true;
+                    continue;
+                }
+                Ok(Linked::ContentGone) => Err(Error::io(
+                    "link",
+                    &path,
+                    io::Error::from(io::ErrorKind::NotFound),
+                )),
+                Err(error) => Err(error),
             };
             return Observed {
                 result,
                 seq: guard.core.changes,
             };
         }
+    }
+
+    /// Under the guard: link `content` as `resource`'s lock file (under
+    /// `stems[0]`) unless a lock file stands under any of its stems.
+    fn link_if_free(
+        &self,
+        resource: &str,
+        stems: &[String],
+        content: &Path,
+    ) -> Result<Linked, Error> {
+        // The first stem is checked by `link` itself.
+        let found = match self.find(resource, &stems[1..])? {
+            Some(found) => Some(found),
+            None => self.find_latin1(resource)?,
+        };
+        if let Some(found) = found {
+            return Ok(Linked::InTheWay(found.record));
+        }
+        let path = self.lock_path(&stems[0]);
+        let mut cleared = false;
+        loop {
+            return match fs::hard_link(content, &path) {
+                Ok(()) => Ok(Linked::Done),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let record = read_lock_file(&path).map_err(|e| Error::io("read", &path, e))?;
+                    if self.is_live(&record) || cleared {
+                        return Ok(Linked::InTheWay(record));
+                    }
+                    // What a batch that never committed left: under the
+                    // guard no batch is half-way, so it is dead.
+                    fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                    cleared = true;
+                    continue;
+                }
+                // Another process's start-up may have removed the content file.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !content.exists() => {
+                    Ok(Linked::ContentGone)
+                }
+                Err(e) => Err(Error::io("link", &path, e)),
+            };
+        }
+    }
+
+    /// Whether a lock file counts: a grant of `acquire_many` counts only
+    /// once its batch's marker exists (see [`fencing`]).
+    fn is_live(&self, record: &Record) -> bool {
+        record
+            .grant
+            .batch
+            .as_ref()
+            .is_none_or(|batch| self.batch_marker(batch).exists())
     }
 
     /// Release the lock on `resource` held by `client`.
@@ -570,13 +689,9 @@ impl Store {
                         client: client.to_owned(),
                     }))
                 }
-                Ok(Some(found)) => match fs::remove_file(&found.path) {
-                    Ok(()) => {
-                        guard.core.changes += 1;
-                        Ok(())
-                    }
-                    Err(e) => Err(Error::io("remove", &found.path, e)),
-                },
+                Ok(Some(found)) => self.retire(&found).map(|()| {
+                    guard.core.changes += 1;
+                }),
             };
             return Observed {
                 result,
@@ -597,6 +712,7 @@ impl Store {
                 resource: resource.to_owned(),
                 client: found.record.holder,
                 since: found.record.since,
+                token: found.record.grant.token,
             })),
             Ok(None) => {
                 let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
@@ -642,6 +758,9 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("read", &path, e)),
             };
+            if !self.is_live(&record) {
+                continue;
+            }
             if let Some(resource) = owner(stem, &record) {
                 locks.entry(resource).or_insert(record);
             }
@@ -652,6 +771,7 @@ impl Store {
                 resource,
                 client: record.holder,
                 since: record.since,
+                token: record.grant.token,
             })
             .collect())
     }

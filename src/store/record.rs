@@ -31,8 +31,35 @@ pub(super) fn content_text(client: &str, since: SystemTime, resource: &str) -> S
     )
 }
 
+/// What lockd writes into the lock file of a grant with a fencing token:
+/// the named form with `token=` and, for a grant of `acquire_many`, the
+/// batch it belongs to (see [`Grant`]).
+pub(super) fn grant_text(client: &str, since: SystemTime, resource: &str, grant: &Grant) -> String {
+    let mut text = format!(
+        "{client}\n{}\n{RESOURCE_KEY}{}\n{TOKEN_KEY}{}\n",
+        Utc::from_system(since).rfc3339(),
+        names::encode_any(resource),
+        grant.token
+    );
+    if let Some(batch) = &grant.batch {
+        text.push_str(&format!("{BATCH_KEY}{batch}\n"));
+    }
+    text
+}
+
 /// The key of the line that names a lock file's resource.
 pub(super) const RESOURCE_KEY: &str = "resource=";
+const TOKEN_KEY: &str = "token=";
+const BATCH_KEY: &str = "batch=";
+
+/// The fencing token of a grant, and the `acquire_many` batch it belongs
+/// to: such a grant counts only once the batch's marker file exists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Grant {
+    /// 0 for a lock without a token (taken with `lock`, or by gocept.lockd).
+    pub token: u32,
+    pub batch: Option<String>,
+}
 
 /// What a lock file says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +67,7 @@ pub(super) struct Record {
     pub holder: String,
     pub since: SystemTime,
     pub kind: Kind,
+    pub grant: Grant,
 }
 
 /// Who wrote a lock file, as far as its content tells.
@@ -89,9 +117,8 @@ pub(super) fn read_lock_file(path: &Path) -> io::Result<Record> {
     let since = lines
         .get(1)
         .and_then(|line| Utc::parse_rfc3339(line.trim()));
-    let named = lines[1..]
-        .iter()
-        .find_map(|line| line.strip_prefix(RESOURCE_KEY));
+    let value = |key: &str| lines[1..].iter().find_map(|line| line.strip_prefix(key));
+    let named = value(RESOURCE_KEY);
     let (holder, kind) = match (since, named) {
         (Some(_), Some(resource)) => (lines[0], Kind::Named(names::decode(resource))),
         (Some(_), None) => (lines[0], Kind::Encoded),
@@ -101,7 +128,18 @@ pub(super) fn read_lock_file(path: &Path) -> io::Result<Record> {
         Some(utc) => utc.to_system(),
         None => meta.modified()?,
     };
+    let grant = match kind {
+        Kind::Named(_) => Grant {
+            // A token line that does not read counts as the largest
+            // token: nothing matches it, and no later grant can go below
+            // whatever it was.
+            token: value(TOKEN_KEY).map_or(0, |t| t.trim().parse().unwrap_or(u32::MAX)),
+            batch: value(BATCH_KEY).map(str::to_owned),
+        },
+        _ => Grant::default(),
+    };
     Ok(Record {
+        grant,
         // Python's strip(), as gocept.lockd read it.
         holder: holder
             .trim_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c'])
