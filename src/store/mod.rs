@@ -34,6 +34,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fmt;
+use std::fs::TryLockError;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -41,7 +42,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::clock;
 use crate::names::{self, LOCK_SUFFIX, NameError};
@@ -67,6 +68,9 @@ struct Found {
     /// Whether it is that resource's own lock file (see [`owner`]).
     own: bool,
 }
+
+/// How long a call waits for another process's hold on `lockd.lock`.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// The file locked around every check-and-change, shared with gocept.lockd.
 pub const GLOBAL_LOCK_FILE: &str = "lockd.lock";
@@ -223,6 +227,9 @@ impl fmt::Display for Error {
                     io::ErrorKind::NotFound => {
                         "the lock directory has gone: recreate it or restart lockd"
                     }
+                    io::ErrorKind::TimedOut => {
+                        "another process sharing the lock directory (a lockd on another node, gocept.lockd) holds it, perhaps stopped or cut off; nothing was changed: call again, and look at that process"
+                    }
                     _ => "check the lock directory's filesystem and the system log",
                 };
                 write!(f, "could not {action} {}: {source}; {hint}", path.display())
@@ -283,6 +290,7 @@ pub struct Store {
     /// Content files by client and resource.
     contents: Mutex<HashMap<(String, String), Content>>,
     temp_counter: AtomicU64,
+    lock_wait: RwLock<Duration>,
 }
 
 struct Core {
@@ -329,6 +337,7 @@ impl Store {
             synced: AtomicU64::new(0),
             contents: Mutex::new(HashMap::new()),
             temp_counter: AtomicU64::new(0),
+            lock_wait: RwLock::new(DEFAULT_LOCK_WAIT),
         };
         let report = store.recover()?;
         Ok((store, report))
@@ -446,15 +455,46 @@ impl Store {
         Ok(true)
     }
 
+    /// The process mutex and the directory's `flock`. The `flock` is
+    /// waited for at most [`Store::set_lock_wait`]: a process that holds it
+    /// and does not go on (a lockd stopped, or on a node cut off, on a
+    /// cluster filesystem) fails calls, it does not hang them.
     fn guard(&self) -> Result<Guard<'_>, Error> {
         let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        let path = || self.dir.join(GLOBAL_LOCK_FILE);
+        let wait = *self
+            .lock_wait
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(50);
         loop {
-            match core.global_lock.lock() {
+            match core.global_lock.try_lock() {
                 Ok(()) => return Ok(Guard { core }),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("lock", &self.dir.join(GLOBAL_LOCK_FILE), e)),
+                Err(TryLockError::WouldBlock) if start.elapsed() < wait => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    let waited = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("still held by another process after {wait:?}"),
+                    );
+                    return Err(Error::io("lock", &path(), waited));
+                }
+                Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path(), e)),
             }
         }
+    }
+
+    /// How long a call waits for another process's hold on `lockd.lock`
+    /// (10 s unless set).
+    pub fn set_lock_wait(&self, wait: Duration) {
+        *self
+            .lock_wait
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = wait;
     }
 
     /// If the lock directory was removed and made anew (by hand, or by a
@@ -1295,6 +1335,27 @@ mod tests {
         drop(store);
         let (_, report) = open(temp.path());
         assert_eq!((report.removed_leftovers, report.locks), (1, 2));
+    }
+
+    #[test]
+    fn a_process_that_keeps_the_directory_lock_fails_calls_it_does_not_hang_them() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = open(temp.path());
+        store.set_lock_wait(Duration::from_millis(200));
+        let other = File::open(temp.path().join(GLOBAL_LOCK_FILE)).unwrap();
+        other.lock().unwrap();
+        let start = Instant::now();
+        let error = store.lock("vm1", "node1").result.unwrap_err();
+        assert!(start.elapsed() >= Duration::from_millis(200));
+        assert!(
+            error
+                .to_string()
+                .contains("still held by another process after 200ms"),
+            "{error}"
+        );
+        assert!(lock_files(temp.path()).is_empty());
+        other.unlock().unwrap();
+        store.lock("vm1", "node1").result.unwrap();
     }
 
     #[test]
