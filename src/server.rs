@@ -1,11 +1,14 @@
-//! The HTTP side: tiny_http, worker threads, the syncer, routing, and the one
-//! place where errors become faults and HTTP statuses.
+//! The HTTP side: tiny_http, worker threads, the syncer, routing, and where
+//! a call's typed error becomes its fault reply and a request's problems
+//! become HTTP statuses. (Faults of the members of a `system.multicall` are
+//! values inside its answer, made in api.rs.)
 //!
 //! Worker threads take requests from tiny_http and run them against the lock
-//! core. They never wait for the disk: a reply that depends on a change not
-//! yet on stable storage goes to the syncer thread, which fsyncs the lock
-//! directory once for everything queued and then sends those replies (group
-//! commit). A request whose body is not already in memory (large, chunked,
+//! core. They do not wait for the directory fsync: a reply that depends on a
+//! change not yet on stable storage goes to the syncer thread, which fsyncs
+//! the lock directory once for everything queued and then sends those
+//! replies (group commit). They do write and fsync a lock's content file,
+//! when no file for the same client and second exists yet (see store.rs). A request whose body is not already in memory (large, chunked,
 //! or `Expect: 100-continue`) is read on a thread of its own, so a slow client
 //! holds up nobody else.
 //!

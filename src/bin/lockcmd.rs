@@ -9,7 +9,7 @@ use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
 use std::hash::BuildHasher;
 use std::io::{self, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use getopts::Options;
 use lockd::cli::DEFAULT_LISTEN;
 use lockd::client::{Client, Endpoint, Error};
 use lockd::clock::Utc;
+use lockd::sys::{self, SignalSet};
 use lockd::xmlrpc::{FaultCode, Value};
 
 /// Exit statuses (sysexits.h names where there is one).
@@ -493,48 +494,29 @@ fn lock_waiting(
 
 /// Run the command with the stop signals passed on; its exit status.
 fn run_child(command: &[OsString]) -> io::Result<u8> {
-    const FORWARDED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
-    // Block the signals, so they wait for sigtimedwait below instead of
-    // ending lockcmd, and SIGCHLD, which says the command has ended.
-    // SAFETY: sigemptyset/sigaddset fill a local sigset_t; blocking signals
-    // in the only thread is sound.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for signal in FORWARDED.into_iter().chain([libc::SIGCHLD]) {
-            libc::sigaddset(&mut set, signal);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    const FORWARDED: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+    // Block the signals, so they wait for `wait` below instead of ending
+    // lockcmd, and SIGCHLD, which says the command has ended. The command
+    // itself starts with none of them blocked.
+    let set = SignalSet::of(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
+    set.block()?;
     let mut child = Command::new(&command[0]);
     child.args(&command[1..]);
-    // SAFETY: between fork and exec only sigprocmask, which is
-    // async-signal-safe, runs: the command starts with no signal blocked.
-    unsafe {
-        child.pre_exec(move || {
-            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
+    set.unblock_in_child(&mut child);
     let mut child = child.spawn()?;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let wake = libc::timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        // SAFETY: sigtimedwait with a valid set, info and timeout.
-        let signal = unsafe { libc::sigtimedwait(&set, &mut info, &wake) };
         // A signal from a terminal (Ctrl-C) already reached the command, which
         // is in the same foreground process group; pass on only those that a
         // process sent to lockcmd alone (kill(1), systemd).
-        if FORWARDED.contains(&signal) && info.si_code <= 0 {
-            // SAFETY: kill(2) on our own child, which has not been reaped.
-            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        match set.wait(Duration::from_secs(1)) {
+            Some(received) if FORWARDED.contains(&received.signal) && received.from_process => {
+                // The child has not been reaped, so its pid is still its own.
+                let _ = sys::kill(child.id(), received.signal);
+            }
+            _ => {}
         }
     };
     Ok(match (status.code(), status.signal()) {

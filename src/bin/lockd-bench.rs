@@ -27,6 +27,8 @@ use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use lockd::sys;
+
 const USAGE: &str =
     "usage: lockd-bench --addr HOST:PORT [--clients N] [--warmup SECS] [--duration SECS]
                    [--mode distinct|contended|idle] [--protocol xmlrpc|redis]
@@ -749,14 +751,7 @@ fn client(options: &Options, i: usize, conn: &mut Conn, w: Window) -> Tally {
 
 /// Seconds of CPU this process used (all threads, user + system).
 fn own_cpu() -> f64 {
-    // SAFETY: getrusage fills the struct we pass; it is plain data.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage struct.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return 0.0;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    sys::cpu_time().map_or(0.0, |t| t.as_secs_f64())
 }
 
 /// Seconds of CPU process `pid` used so far (user + system), from
@@ -766,9 +761,8 @@ fn server_cpu(pid: u32) -> Option<f64> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (ticks > 0).then(|| (utime + stime) / ticks as f64)
+    let ticks = sys::clock_ticks_per_second()?;
+    Some((utime + stime) / ticks as f64)
 }
 
 /// A `Vm*` line of /proc/PID/status, in KiB.
