@@ -12,12 +12,16 @@
 //! [`server`] (HTTP), [`metrics`] (what `GET /metrics` shows), [`systemd`]
 //! (readiness, watchdog, socket activation, the self-test behind
 //! `GET /health`), [`sys`] (the OS calls std lacks), [`clock`] (UTC times),
-//! [`client`] (the XML-RPC client `lockcmd` uses).
+//! [`client`] (the XML-RPC client `lockcmd` uses), [`http`] (the request
+//! writer and reply reader of the client, the benchmark and the tests),
+//! [`json`] (JSON strings for the tools' output).
 
 pub mod api;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod http;
+pub mod json;
 pub mod metrics;
 pub mod names;
 pub mod server;

@@ -17,6 +17,7 @@ use getopts::Options;
 use lockd::cli::DEFAULT_LISTEN;
 use lockd::client::{Client, Endpoint, Error};
 use lockd::clock::Utc;
+use lockd::json;
 use lockd::sys::{self, SignalSet};
 use lockd::xmlrpc::{FaultCode, Value};
 
@@ -592,13 +593,13 @@ impl Held {
         match held {
             Some(held) => format!(
                 "{{\"resource\": {}, \"locked\": true, \"client\": {}, \"since\": {}}}",
-                json_string(resource),
-                json_string(&held.client),
-                json_string(&held.since)
+                json::string(resource),
+                json::string(&held.client),
+                json::string(&held.since)
             ),
             None => format!(
                 "{{\"resource\": {}, \"locked\": false}}",
-                json_string(resource)
+                json::string(resource)
             ),
         }
     }
@@ -629,24 +630,6 @@ fn tsv(name: &str) -> String {
             c => out.push(c),
         }
     }
-    out
-}
-
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 
@@ -704,10 +687,9 @@ mod tests {
     }
 
     #[test]
-    fn times_names_and_json() {
+    fn times_and_names() {
         assert_eq!(rfc3339("20261129T15:04:05"), "2026-11-29T15:04:05Z");
         assert_eq!(rfc3339("2026-11-29"), "2026-11-29");
         assert_eq!(tsv("a\tb\\c\nd"), "a\\tb\\\\c\\nd");
-        assert_eq!(json_string("a\"\\\u{1}é"), "\"a\\\"\\\\\\u0001é\"");
     }
 }

@@ -11,6 +11,9 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lockd::http;
+use lockd::xmlrpc::{self, Call, Value};
+
 pub const LOCKD: &str = env!("CARGO_BIN_EXE_lockd");
 
 /// How long a test waits for anything lockd should do soon: a hang guard.
@@ -352,16 +355,11 @@ pub fn cannot_run(test: &str, missing: &str) {
 
 /// An XML-RPC call body as Python's xmlrpc.client writes it.
 pub fn call_body(method: &str, params: &[&str]) -> String {
-    let mut body = format!(
-        "<?xml version='1.0'?>\n<methodCall>\n<methodName>{method}</methodName>\n<params>\n"
-    );
-    for p in params {
-        body.push_str(&format!(
-            "<param>\n<value><string>{p}</string></value>\n</param>\n"
-        ));
-    }
-    body.push_str("</params>\n</methodCall>\n");
-    body
+    let call = Call {
+        method: method.to_owned(),
+        params: params.iter().map(|p| Value::Str((*p).to_owned())).collect(),
+    };
+    String::from_utf8(xmlrpc::write_call_as_python(&call)).expect("the codec writes UTF-8")
 }
 
 /// Send raw bytes on a new connection and read the reply until the server
@@ -384,9 +382,12 @@ pub fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
 
 /// A one-shot HTTP/1.1 POST with Connection: close.
 pub fn post(addr: SocketAddr, path: &str, body: &str) -> String {
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    raw(addr, request.as_bytes(), Duration::from_secs(10))
+    let host = addr.to_string();
+    let headers = [
+        ("Host", host.as_str()),
+        ("Content-Type", "text/xml"),
+        ("Connection", "close"),
+    ];
+    let request = http::post(path, &headers, body.as_bytes());
+    raw(addr, &request, Duration::from_secs(10))
 }
