@@ -497,34 +497,7 @@ fn handle(shared: &Shared, mut request: Request) {
     let peer = peer_of(&request);
     let body = match read_body(&mut request, &shared.settings, started) {
         Ok(body) => body,
-        Err(BodyError::TooLarge(declared)) => {
-            let limit = shared.settings.max_body;
-            log::warn!("request from {peer} refused: its body is larger than {limit} bytes");
-            if declared > ABSURD_BODY {
-                return shared.abandon(
-                    request,
-                    &format!("request from {peer} declares a {declared}-byte body"),
-                );
-            }
-            let message = format!(
-                "the request body is larger than {limit} bytes; lockd calls are a few hundred bytes\n"
-            );
-            return send(request, plain(413, &message));
-        }
-        Err(BodyError::Slow) => {
-            log::warn!(
-                "request from {peer} refused: its body took longer than {:?}",
-                shared.settings.body_timeout
-            );
-            return send(
-                request,
-                plain(408, "the request body did not arrive in time\n"),
-            );
-        }
-        Err(BodyError::Io(error)) => {
-            log::warn!("request from {peer} dropped: reading its body failed: {error}");
-            return send(request, plain(400, "the request body could not be read\n"));
-        }
+        Err(error) => return refuse_body(shared, request, &peer, error),
     };
     log::debug!("< {peer} {}", String::from_utf8_lossy(&body));
     let reply = match xmlrpc::parse_call(&body) {
@@ -545,6 +518,40 @@ fn handle(shared: &Shared, mut request: Request) {
         let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
         queue.push(pending);
         shared.queued.notify_one();
+    }
+}
+
+/// Answer a request whose body could not be read, and log why.
+fn refuse_body(shared: &Shared, request: Request, peer: &str, error: BodyError) {
+    match error {
+        BodyError::TooLarge(declared) => {
+            let limit = shared.settings.max_body;
+            log::warn!("request from {peer} refused: its body is larger than {limit} bytes");
+            if declared > ABSURD_BODY {
+                return shared.abandon(
+                    request,
+                    &format!("request from {peer} declares a {declared}-byte body"),
+                );
+            }
+            let message = format!(
+                "the request body is larger than {limit} bytes; lockd calls are a few hundred bytes\n"
+            );
+            send(request, plain(413, &message))
+        }
+        BodyError::Slow => {
+            log::warn!(
+                "request from {peer} refused: its body took longer than {:?}",
+                shared.settings.body_timeout
+            );
+            send(
+                request,
+                plain(408, "the request body did not arrive in time\n"),
+            )
+        }
+        BodyError::Io(error) => {
+            log::warn!("request from {peer} dropped: reading its body failed: {error}");
+            send(request, plain(400, "the request body could not be read\n"))
+        }
     }
 }
 

@@ -115,7 +115,8 @@ fn lock_with_bytes(value: &[u8]) -> Vec<u8> {
     post("/", &body)
 }
 
-/// The corpus: name, request bytes, expected outcome.
+/// The corpus: name, request bytes, expected outcome. One long table on
+/// purpose: each case is a line, read down the page like a list.
 fn corpus(marker_path: &str) -> Vec<(String, Vec<u8>, Expect)> {
     use Expect::*;
     let mut cases: Vec<(&str, Vec<u8>, Expect)> = vec![

@@ -220,7 +220,38 @@ fn parse(mut args: Vec<OsString>, from_env: Option<&str>) -> Result<Parsed, Stri
         .and_then(|p| p.parse().ok())
         .unwrap_or(7390);
     let endpoint = Endpoint::parse(&server, default_port)?;
-    let seconds = |name: &str, default: Duration, zero_ok: bool| match matches.opt_str(name) {
+    let timeout = seconds(&matches, "timeout", DEFAULT_TIMEOUT, false)?;
+    let wait = seconds(&matches, "wait", Duration::ZERO, true)?;
+    let words: Vec<&str> = matches.free.iter().map(String::as_str).collect();
+    let Some((&name, operands)) = words.split_first() else {
+        return Err("no command given; the commands are lock, unlock, status, list and run".into());
+    };
+    let action = action(name, operands, command)?;
+    if matches.opt_present("wait") && !matches!(action, Action::Lock { .. } | Action::Run { .. }) {
+        return Err(format!("--wait is for lock and run, not {name}"));
+    }
+    let json = matches.opt_present("json");
+    if json && !matches!(action, Action::Status { .. } | Action::List) {
+        return Err(format!("--json is for status and list, not {name}"));
+    }
+    Ok(Parsed::Run(Invocation {
+        endpoint,
+        timeout,
+        wait,
+        quiet: matches.opt_present("quiet"),
+        json,
+        action,
+    }))
+}
+
+/// `--name` as a duration, `default` if not given; 0 only if `zero_ok`.
+fn seconds(
+    matches: &getopts::Matches,
+    name: &str,
+    default: Duration,
+    zero_ok: bool,
+) -> Result<Duration, String> {
+    match matches.opt_str(name) {
         None => Ok(default),
         Some(text) => text
             .parse::<f64>()
@@ -233,18 +264,16 @@ fn parse(mut args: Vec<OsString>, from_env: Option<&str>) -> Result<Parsed, Stri
                     if zero_ok { "" } else { " above 0" }
                 )
             }),
-    };
-    let timeout = seconds("timeout", DEFAULT_TIMEOUT, false)?;
-    let wait = seconds("wait", Duration::ZERO, true)?;
+    }
+}
 
-    let words: Vec<&str> = matches.free.iter().map(String::as_str).collect();
-    let Some((&name, operands)) = words.split_first() else {
-        return Err("no command given; the commands are lock, unlock, status, list and run".into());
-    };
+/// The action the command word `name` and its operands ask for; `command`
+/// is what followed `--`, if anything did.
+fn action(name: &str, operands: &[&str], command: Option<Vec<OsString>>) -> Result<Action, String> {
     if command.is_some() && name != "run" {
         return Err(format!("{name} takes no COMMAND after --; only run does"));
     }
-    let action = match name {
+    Ok(match name {
         "lock" => {
             let [resource, client] = operands_of(name, operands, ["RESOURCE", "CLIENT"])?;
             Action::Lock { resource, client }
@@ -279,22 +308,7 @@ fn parse(mut args: Vec<OsString>, from_env: Option<&str>) -> Result<Parsed, Stri
                 "unknown command {other:?}; the commands are lock, unlock, status, list and run"
             ));
         }
-    };
-    if matches.opt_present("wait") && !matches!(action, Action::Lock { .. } | Action::Run { .. }) {
-        return Err(format!("--wait is for lock and run, not {name}"));
-    }
-    let json = matches.opt_present("json");
-    if json && !matches!(action, Action::Status { .. } | Action::List) {
-        return Err(format!("--json is for status and list, not {name}"));
-    }
-    Ok(Parsed::Run(Invocation {
-        endpoint,
-        timeout,
-        wait,
-        quiet: matches.opt_present("quiet"),
-        json,
-        action,
-    }))
+    })
 }
 
 /// A command's operands, one for each of `names`.
@@ -332,91 +346,111 @@ fn run(invocation: Invocation) -> u8 {
         action,
     } = invocation;
     let mut client = Client::new(endpoint, timeout);
-    let say = |message: &str| {
-        if !quiet {
-            eprintln!("lockcmd: {message}");
-        }
-    };
-    let fail = |error: &Error| {
-        say(&describe(error));
-        exit_status(error)
-    };
-    let fail_waiting = |error: &Error| {
-        if wait.is_zero() {
-            fail(error)
-        } else {
-            say(&format!(
-                "{}; gave up after waiting {} s",
-                describe(error),
-                wait.as_secs_f64()
-            ));
-            exit_status(error)
-        }
-    };
+    let messages = Messages { quiet, wait };
     match action {
         Action::Lock {
             resource,
             client: name,
         } => match lock_waiting(&mut client, &resource, &name, wait) {
             Ok(()) => 0,
-            Err(error) => fail_waiting(&error),
+            Err(error) => messages.fail_waiting(&error),
         },
         Action::Unlock {
             resource,
             client: name,
         } => match client.unlock(&resource, &name) {
             Ok(()) => 0,
-            Err(error) => fail(&error),
+            Err(error) => messages.fail(&error),
         },
         Action::Status { resource } => match status_text(&mut client, &resource, json) {
             Ok(text) => print_out(&text),
-            Err(error) => fail(&error),
+            Err(error) => messages.fail(&error),
         },
         Action::List => match list_text(&mut client, json) {
             Ok(text) => print_out(&text),
-            Err(error) => fail(&error),
+            Err(error) => messages.fail(&error),
         },
         Action::Run {
             resource,
             client: name,
             command,
-        } => {
-            if let Err(error) = lock_waiting(&mut client, &resource, &name, wait) {
-                return fail_waiting(&error);
-            }
-            let status = match run_child(&command) {
-                Ok(status) => status,
-                Err(e) => {
-                    say(&format!("cannot run {:?}: {e}", command[0]));
-                    if e.kind() == io::ErrorKind::NotFound {
-                        NOT_FOUND
-                    } else {
-                        CANNOT_EXECUTE
-                    }
-                }
-            };
-            match client.unlock(&resource, &name) {
-                Ok(()) => status,
-                Err(error) => {
-                    let hint = if error.is_refusal() {
-                        String::new()
-                    } else {
-                        format!(
-                            "; it may still be held: check with 'lockcmd status {resource}' and release it with 'lockcmd unlock'"
-                        )
-                    };
-                    say(&format!(
-                        "could not release the lock on {resource:?}: {}{hint}",
-                        describe(&error)
-                    ));
-                    if status == 0 {
-                        exit_status(&error)
-                    } else {
-                        status
-                    }
-                }
+        } => run_locked(&mut client, &messages, &resource, &name, &command),
+    }
+}
+
+/// What lockcmd says on stderr, and the exit status that goes with it.
+struct Messages {
+    quiet: bool,
+    /// `--wait`, for the message when it ran out.
+    wait: Duration,
+}
+
+impl Messages {
+    fn say(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("lockcmd: {message}");
+        }
+    }
+
+    fn fail(&self, error: &Error) -> u8 {
+        self.say(&describe(error));
+        exit_status(error)
+    }
+
+    /// [`Messages::fail`] for a lock that may have been waited for.
+    fn fail_waiting(&self, error: &Error) -> u8 {
+        if self.wait.is_zero() {
+            return self.fail(error);
+        }
+        self.say(&format!(
+            "{}; gave up after waiting {} s",
+            describe(error),
+            self.wait.as_secs_f64()
+        ));
+        exit_status(error)
+    }
+}
+
+/// `run`: take the lock, run the command, release the lock; the exit status.
+fn run_locked(
+    client: &mut Client,
+    messages: &Messages,
+    resource: &str,
+    name: &str,
+    command: &[OsString],
+) -> u8 {
+    if let Err(error) = lock_waiting(client, resource, name, messages.wait) {
+        return messages.fail_waiting(&error);
+    }
+    let status = match run_child(command) {
+        Ok(status) => status,
+        Err(e) => {
+            messages.say(&format!("cannot run {:?}: {e}", command[0]));
+            if e.kind() == io::ErrorKind::NotFound {
+                NOT_FOUND
+            } else {
+                CANNOT_EXECUTE
             }
         }
+    };
+    let Err(error) = client.unlock(resource, name) else {
+        return status;
+    };
+    let hint = if error.is_refusal() {
+        String::new()
+    } else {
+        format!(
+            "; it may still be held: check with 'lockcmd status {resource}' and release it with 'lockcmd unlock'"
+        )
+    };
+    messages.say(&format!(
+        "could not release the lock on {resource:?}: {}{hint}",
+        describe(&error)
+    ));
+    if status == 0 {
+        exit_status(&error)
+    } else {
+        status
     }
 }
 

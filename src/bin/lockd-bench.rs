@@ -614,7 +614,7 @@ fn sleep_until(at: Instant) {
 }
 
 /// Where a client is in its cycle.
-#[derive(PartialEq)]
+#[derive(Clone, Copy, PartialEq)]
 enum Step {
     Lock,
     Unlock,
@@ -697,32 +697,44 @@ fn client(options: &Options, i: usize, conn: &mut Conn, w: Window) -> Tally {
         };
     }
     if step != Step::Lock {
-        // Release what this client may still hold, outside the window, so
-        // that the next run on the same server starts from free resources.
-        match conn.call(options.protocol, &unlock, Instant::now() + HANG_GUARD) {
-            Ending::Reply(Reply::Done | Reply::NotLocked, _) if step == Step::Recover => {}
-            Ending::Reply(Reply::NotHolder, _) if step == Step::Recover && contended => {}
-            Ending::Reply(Reply::Done, _) => {}
-            Ending::Reply(reply, _) => {
-                tally.unexpected += 1;
-                tally.problem(format!(
-                    "client {i}: unexpected reply to the final unlock: {reply:?}"
-                ));
-            }
-            Ending::Censored => {
-                tally.errors += 1;
-                tally.problem(format!(
-                    "client {i}: no reply to the final unlock within {HANG_GUARD:?}"
-                ));
-            }
-            Ending::Error(error) => {
-                tally.errors += 1;
-                tally.problem(format!("client {i}: final unlock: {error}"));
-            }
-        }
+        release(options, i, conn, &unlock, step, &mut tally);
     }
     tally.reconnects = conn.reconnects;
     tally
+}
+
+/// Release what client `i` may still hold after the window, so that the
+/// next run on the same server starts from free resources.
+fn release(
+    options: &Options,
+    i: usize,
+    conn: &mut Conn,
+    unlock: &[u8],
+    step: Step,
+    tally: &mut Tally,
+) {
+    let contended = options.mode == Mode::Contended && !options.noop;
+    match conn.call(options.protocol, unlock, Instant::now() + HANG_GUARD) {
+        Ending::Reply(Reply::Done | Reply::NotLocked, _) if step == Step::Recover => {}
+        Ending::Reply(Reply::NotHolder, _) if step == Step::Recover && contended => {}
+        Ending::Reply(Reply::Done, _) => {}
+        Ending::Reply(reply, _) => {
+            tally.unexpected += 1;
+            tally.problem(format!(
+                "client {i}: unexpected reply to the final unlock: {reply:?}"
+            ));
+        }
+        Ending::Censored => {
+            tally.errors += 1;
+            tally.problem(format!(
+                "client {i}: no reply to the final unlock within {HANG_GUARD:?}"
+            ));
+        }
+        Ending::Error(error) => {
+            tally.errors += 1;
+            tally.problem(format!("client {i}: final unlock: {error}"));
+        }
+    }
 }
 
 /// Seconds of CPU this process used (all threads, user + system).
