@@ -29,14 +29,16 @@ impl Endpoint {
     /// Read `http://host[:port][/path]` or `host[:port]`. A URL without a
     /// port means port 80, as in any HTTP client; a bare host means lockd's
     /// default port, `default_port`.
-    pub fn parse(text: &str, default_port: u16) -> Result<Endpoint, String> {
+    pub fn parse(text: &str, default_port: u16) -> Result<Endpoint, AddressError> {
+        let bad = |problem| {
+            Err(AddressError {
+                address: text.to_owned(),
+                problem,
+            })
+        };
         let (rest, port) = match text.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (rest, 80),
-            Some((scheme, _)) => {
-                return Err(format!(
-                    "{text:?} is a {scheme}:// URL; lockd speaks plain HTTP, give http://host:port/"
-                ));
-            }
+            Some((scheme, _)) => return bad(AddressProblem::NotHttp(scheme.to_owned())),
             None => (text, default_port),
         };
         let (authority, path) = match rest.find(['/', '?', '#']) {
@@ -44,18 +46,17 @@ impl Endpoint {
             None => (rest, ""),
         };
         let path = path.split('#').next().unwrap_or_default();
-        let bad = |why: &str| Err(format!("{text:?} is not a server address: {why}"));
         if authority.is_empty() {
-            return bad("it names no host; give host:port or http://host:port/");
+            return bad(AddressProblem::NoHost);
         }
         if authority.contains('@') {
-            return bad("user names in URLs are not supported");
+            return bad(AddressProblem::UserName);
         }
         if authority
             .bytes()
             .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         {
-            return bad("it contains white space");
+            return bad(AddressProblem::WhiteSpace);
         }
         // The port follows the last ':' that is not inside [IPv6] brackets.
         let host_end = authority.rfind(']').map_or(0, |i| i + 1);
@@ -63,11 +64,11 @@ impl Endpoint {
             Some(i) => {
                 let (host, port) = authority.split_at(host_end + i);
                 if host.contains(':') && !host.starts_with('[') {
-                    return bad("write an IPv6 address in brackets, e.g. [::1]:7390");
+                    return bad(AddressProblem::UnbracketedIpv6);
                 }
                 match port[1..].parse::<u16>() {
                     Ok(p) if p > 0 => authority.to_owned(),
-                    _ => return bad("the port is not a number from 1 to 65535"),
+                    _ => return bad(AddressProblem::Port),
                 }
             }
             None => format!("{authority}:{port}"),
@@ -86,6 +87,47 @@ impl fmt::Display for Endpoint {
         write!(f, "http://{}{}", self.authority, self.path)
     }
 }
+
+/// Why a server address cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressError {
+    /// The address as given.
+    pub address: String,
+    pub problem: AddressProblem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressProblem {
+    /// A URL of another scheme than http.
+    NotHttp(String),
+    NoHost,
+    UserName,
+    WhiteSpace,
+    UnbracketedIpv6,
+    Port,
+}
+
+impl fmt::Display for AddressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let address = &self.address;
+        let why = match &self.problem {
+            AddressProblem::NotHttp(scheme) => {
+                return write!(
+                    f,
+                    "{address:?} is a {scheme}:// URL; lockd speaks plain HTTP, give http://host:port/"
+                );
+            }
+            AddressProblem::NoHost => "it names no host; give host:port or http://host:port/",
+            AddressProblem::UserName => "user names in URLs are not supported",
+            AddressProblem::WhiteSpace => "it contains white space",
+            AddressProblem::UnbracketedIpv6 => "write an IPv6 address in brackets, e.g. [::1]:7390",
+            AddressProblem::Port => "the port is not a number from 1 to 65535",
+        };
+        write!(f, "{address:?} is not a server address: {why}")
+    }
+}
+
+impl std::error::Error for AddressError {}
 
 /// Why a call gave no value.
 #[derive(Debug)]
@@ -401,6 +443,14 @@ mod tests {
         assert_eq!(
             ok("[::1]:7390", "/x").unwrap().to_string(),
             "http://[::1]:7390/x"
+        );
+        assert_eq!(
+            parse("node1:0").unwrap_err().to_string(),
+            "\"node1:0\" is not a server address: the port is not a number from 1 to 65535"
+        );
+        assert_eq!(
+            parse("https://n/").unwrap_err().to_string(),
+            "\"https://n/\" is a https:// URL; lockd speaks plain HTTP, give http://host:port/"
         );
     }
 

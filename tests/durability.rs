@@ -97,10 +97,9 @@ fn replies_follow_data_fsync_link_and_directory_fsync() {
     let lockd_pid = std::fs::read_to_string(children).unwrap_or_default();
     for pid in lockd_pid
         .split_whitespace()
-        .filter_map(|p| p.parse::<i32>().ok())
+        .filter_map(|p| p.parse::<u32>().ok())
     {
-        // SAFETY: kill(2) on the lockd process this test started.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let _ = lockd::sys::kill(pid, libc::SIGTERM);
     }
     strace.wait_exit();
     let calls = parse_trace(&std::fs::read_to_string(&trace_file).unwrap());

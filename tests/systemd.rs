@@ -522,8 +522,7 @@ fn sigterm_lets_a_request_in_flight_finish() {
     );
     write!(stream, "{:x}\r\n{first}\r\n", first.len()).unwrap();
 
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(daemon.pid() as i32, libc::SIGTERM) };
+    lockd::sys::kill(daemon.pid(), libc::SIGTERM).expect("lockd runs");
     assert!(daemon.wait_for_log("stopping: "));
     // It stops accepting: new connections are refused...
     let deadline = Instant::now() + PATIENCE;

@@ -219,7 +219,7 @@ fn parse(mut args: Vec<OsString>, from_env: Option<&str>) -> Result<Parsed, Stri
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or(7390);
-    let endpoint = Endpoint::parse(&server, default_port)?;
+    let endpoint = Endpoint::parse(&server, default_port).map_err(|e| e.to_string())?;
     let timeout = seconds(&matches, "timeout", DEFAULT_TIMEOUT, false)?;
     let wait = seconds(&matches, "wait", Duration::ZERO, true)?;
     let words: Vec<&str> = matches.free.iter().map(String::as_str).collect();

@@ -118,8 +118,7 @@ impl Process {
 
     /// Send a signal and wait for the exit status.
     pub fn signal_and_wait(&mut self, signal: i32) -> ExitStatus {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.pid() as i32, signal) };
+        let _ = lockd::sys::kill(self.pid(), signal);
         self.wait_exit()
     }
 
