@@ -1,11 +1,13 @@
-//! The methods lockd serves: one table ([`METHODS`]) holds each method's
+//! The methods lockd serves: one table (`METHODS`) holds each method's
 //! name, parameters, help text and handler, and dispatch, the introspection
 //! methods and `system.multicall` all read it. No HTTP here, and no fault
 //! text: a call ends in a [`Value`] or a typed [`CallError`], which the
 //! server turns into a fault when it writes the reply.
 //!
-//! A new method is one [`Spec`] in [`METHODS`] and one handler function;
-//! its signature follows from the handler's [`Handler`] shape.
+//! A new method is one `Spec` in `METHODS` and one handler function; its
+//! signature follows from the handler's shape (`Handler`), which dispatch
+//! checks the parameters against. A handler of a new shape (an int
+//! parameter, say) is a new `Handler` variant and its line in `run`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use crate::xmlrpc::{Call, Fault, FaultCode, Value};
 /// gocept.lockd's refusals were Python 2 exceptions turned into faults.
 pub const PY2_EXCEPTION: &str = "<type 'exceptions.Exception'>:";
 
-/// A method lockd serves: an entry of [`METHODS`].
+/// A method lockd serves: an entry of the table.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Method(usize);
 
@@ -52,9 +54,9 @@ impl Method {
     /// The XML-RPC types of its parameters.
     fn param_types(self) -> &'static [&'static str] {
         match self.spec().handler {
-            Handler::Nothing(_) => &[],
-            Handler::String(_) => &["string"],
-            Handler::Strings(_) => &["string", "string"],
+            Handler::NoParams(_) => &[],
+            Handler::OneString(_) => &["string"],
+            Handler::TwoStrings(_) => &["string", "string"],
             Handler::Calls(_) => &["array"],
         }
     }
@@ -114,9 +116,9 @@ type Answer = Result<Value, CallError>;
 /// parameters against this shape before the handler runs.
 #[derive(Clone, Copy)]
 enum Handler {
-    Nothing(fn(&mut Context) -> Answer),
-    String(fn(&mut Context, &str) -> Answer),
-    Strings(fn(&mut Context, &str, &str) -> Answer),
+    NoParams(fn(&mut Context) -> Answer),
+    OneString(fn(&mut Context, &str) -> Answer),
+    TwoStrings(fn(&mut Context, &str, &str) -> Answer),
     /// An array of calls (`system.multicall`).
     Calls(fn(&mut Context, &[Value]) -> Answer),
 }
@@ -131,7 +133,7 @@ const METHODS: &[Spec] = &[
                faults with code 1 \"Resource already locked by 'holder'\" if anyone holds it. \
                The lock is on stable storage before the reply is sent.",
         changes_locks: true,
-        handler: Handler::Strings(lock),
+        handler: Handler::TwoStrings(lock),
     },
     Spec {
         name: "locks",
@@ -139,7 +141,7 @@ const METHODS: &[Spec] = &[
         returns: "array",
         help: "locks(): every held lock as a struct {resource, locked, client, since}, sorted by resource.",
         changes_locks: false,
-        handler: Handler::Nothing(locks),
+        handler: Handler::NoParams(locks),
     },
     Spec {
         name: "status",
@@ -148,7 +150,7 @@ const METHODS: &[Spec] = &[
         help: "status(resource): a struct {resource, locked} and, when locked, client and since \
                (dateTime.iso8601, UTC, when the lock was taken).",
         changes_locks: false,
-        handler: Handler::String(status),
+        handler: Handler::OneString(status),
     },
     Spec {
         name: "system.listMethods",
@@ -156,7 +158,7 @@ const METHODS: &[Spec] = &[
         returns: "array",
         help: "system.listMethods(): the names of all methods, sorted.",
         changes_locks: false,
-        handler: Handler::Nothing(list_methods),
+        handler: Handler::NoParams(list_methods),
     },
     Spec {
         name: "system.methodHelp",
@@ -164,7 +166,7 @@ const METHODS: &[Spec] = &[
         returns: "string",
         help: "system.methodHelp(method): what the method does.",
         changes_locks: false,
-        handler: Handler::String(method_help),
+        handler: Handler::OneString(method_help),
     },
     Spec {
         name: "system.methodSignature",
@@ -172,7 +174,7 @@ const METHODS: &[Spec] = &[
         returns: "array",
         help: "system.methodSignature(method): its signatures, each [return type, parameter types...].",
         changes_locks: false,
-        handler: Handler::String(method_signature),
+        handler: Handler::OneString(method_signature),
     },
     Spec {
         name: "system.multicall",
@@ -191,7 +193,7 @@ const METHODS: &[Spec] = &[
                faults with code 1 \"Resource not locked\" or \"Resource locked by 'holder' cannot be unlocked by 'client'\". \
                The release is on stable storage before the reply is sent.",
         changes_locks: true,
-        handler: Handler::Strings(unlock),
+        handler: Handler::TwoStrings(unlock),
     },
 ];
 
@@ -218,7 +220,7 @@ pub enum Effect {
 pub struct Reply {
     /// The method called, if lockd serves it (for the metrics).
     pub method: Option<Method>,
-    pub value: Answer,
+    pub value: Result<Value, CallError>,
     pub seq: u64,
     pub events: Vec<Event>,
 }
@@ -424,9 +426,11 @@ fn run(store: &Store, call: &Call, nested: bool, record: &mut Record) -> Answer 
     };
     let params = call.params.as_slice();
     let answer = match (method.spec().handler, params) {
-        (Handler::Nothing(handler), []) => handler(&mut context),
-        (Handler::String(handler), [Value::Str(a)]) => handler(&mut context, a),
-        (Handler::Strings(handler), [Value::Str(a), Value::Str(b)]) => handler(&mut context, a, b),
+        (Handler::NoParams(handler), []) => handler(&mut context),
+        (Handler::OneString(handler), [Value::Str(a)]) => handler(&mut context, a),
+        (Handler::TwoStrings(handler), [Value::Str(a), Value::Str(b)]) => {
+            handler(&mut context, a, b)
+        }
         (Handler::Calls(handler), [Value::Array(calls)]) => handler(&mut context, calls),
         (handler, _) => {
             let types = || params.iter().map(Value::type_name).collect();
