@@ -72,8 +72,8 @@ struct Options {
 
 fn main() -> ExitCode {
     let options = match parse_options(std::env::args().skip(1).collect()) {
-        Ok(options) => options,
-        Err(message) if message == "help" => {
+        Ok(Some(options)) => options,
+        Ok(None) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
@@ -106,7 +106,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_options(args: Vec<String>) -> Result<Options, String> {
+/// The options, or `None` for `--help`.
+fn parse_options(args: Vec<String>) -> Result<Option<Options>, String> {
     let mut opts = getopts::Options::new();
     for (name, hint) in [
         ("addr", "HOST:PORT"),
@@ -125,7 +126,7 @@ fn parse_options(args: Vec<String>) -> Result<Options, String> {
     opts.optflag("h", "help", "");
     let matches = opts.parse(args).map_err(|e| e.to_string())?;
     if matches.opt_present("help") {
-        return Err("help".into());
+        return Ok(None);
     }
     if let Some(extra) = matches.free.first() {
         return Err(format!("unexpected argument {extra:?}"));
@@ -151,10 +152,10 @@ fn parse_options(args: Vec<String>) -> Result<Options, String> {
         &[("xmlrpc", Protocol::XmlRpc), ("redis", Protocol::Redis)],
     )?;
     let noop = choice(&matches, "expect", &[("lockd", false), ("noop", true)])?;
-    let server_pid = match matches.opt_str("server-pid") {
-        None => None,
-        Some(_) => Some(number(&matches, "server-pid", 0, "a process id", |_| true)?),
-    };
+    let server_pid = matches
+        .opt_present("server-pid")
+        .then(|| number(&matches, "server-pid", 0, "a process id", |_| true))
+        .transpose()?;
     let stagger_ms = number(&matches, "stagger-ms", 0, "milliseconds", |_| true)?;
     let host = matches.opt_str("addr").ok_or("--addr is required")?;
     let addr = host
@@ -162,7 +163,7 @@ fn parse_options(args: Vec<String>) -> Result<Options, String> {
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
         .next()
         .ok_or_else(|| format!("{host} resolves to nothing"))?;
-    Ok(Options {
+    Ok(Some(Options {
         addr,
         host,
         clients: number(&matches, "clients", 1, "a positive number", |&n| n > 0)?,
@@ -174,7 +175,7 @@ fn parse_options(args: Vec<String>) -> Result<Options, String> {
         server_pid,
         label: matches.opt_str("label").unwrap_or_default(),
         stagger: Duration::from_millis(stagger_ms),
-    })
+    }))
 }
 
 /// The value of `--name` as a number that passes `fits`, else `default`.
@@ -1103,6 +1104,43 @@ fn idle(options: &Options) -> Result<Summary, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_are_read_and_mistakes_explained() {
+        let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        let options = parse_options(args(&[
+            "--addr",
+            "127.0.0.1:1",
+            "--clients",
+            "4",
+            "--mode",
+            "contended",
+            "--warmup",
+            "0.5",
+            "--server-pid",
+            "7",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(options.clients, 4);
+        assert_eq!(options.mode, Mode::Contended);
+        assert_eq!(options.protocol, Protocol::XmlRpc);
+        assert_eq!(options.server_pid, Some(7));
+        assert_eq!(options.warmup, Duration::from_millis(500));
+        assert!(parse_options(args(&["--help"])).unwrap().is_none());
+        for (bad, says) in [
+            (&["--addr", "127.0.0.1:1", "--clients", "0"][..], "positive"),
+            (&["--addr"], "Argument to option 'addr' missing"),
+            (
+                &["--addr", "127.0.0.1:1", "--mode", "x"],
+                "distinct, contended, idle",
+            ),
+            (&[], "--addr is required"),
+        ] {
+            let error = parse_options(args(bad)).unwrap_err();
+            assert!(error.contains(says), "{bad:?}: {error}");
+        }
+    }
 
     #[test]
     fn requests_are_what_python_sends() {
