@@ -1,7 +1,7 @@
 //! A small blocking XML-RPC client: one keep-alive HTTP/1.1 connection to
 //! lockd over `std::net`, the calls encoded and the replies decoded by
-//! [`crate::xmlrpc`]. `lockcmd` uses it, and so can anything else that calls
-//! lockd many times in a row.
+//! [`crate::xmlrpc`], sent and read by [`crate::http`]. `lockcmd` uses it,
+//! and so can anything else that calls lockd many times in a row.
 //!
 //! Every call has a deadline (`timeout`) covering the connect, the request
 //! and the whole reply. What went wrong is one of four [`Error`]s, chosen so
