@@ -8,8 +8,9 @@
 //! change not yet on stable storage goes to the syncer thread, which fsyncs
 //! the lock directory once for everything queued and then sends those
 //! replies (group commit). They do write and fsync a lock's content file,
-//! when no file for the same client and second exists yet (see store.rs). A request whose body is not already in memory (large, chunked,
-//! or `Expect: 100-continue`) is read on a thread of its own, so a slow client
+//! when no file for the same client and second exists yet (see store.rs).
+//! A request whose body is not already in memory (large, chunked, or
+//! `Expect: 100-continue`) is read on a thread of its own, so a slow client
 //! holds up nobody else.
 //!
 //! tiny_http ends its accept loop at the first failed `accept`, and on Linux

@@ -1,8 +1,10 @@
 //! The operating system calls lockd needs and std does not offer: signal
 //! masks and waiting for a signal, the file descriptor limit, socket options,
-//! and a few questions about descriptors. Every `unsafe` block of the crate's
-//! OS plumbing is here, each with the reason it is sound, behind functions
-//! that are safe to call with any argument.
+//! and a few questions about descriptors. Each `unsafe` block says why it is
+//! sound, behind a function that is safe to call with any argument; the
+//! daemon, lockcmd, the benchmark and the tests call these instead of libc.
+//! (Taking over the socket systemd passes is [`crate::systemd::take_listener`],
+//! an `unsafe fn`: it needs a promise only its caller can give.)
 //!
 //! Linux only, as lockd is.
 

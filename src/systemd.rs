@@ -167,15 +167,15 @@ pub unsafe fn take_listener() -> io::Result<Option<TcpListener>> {
         _ => return Ok(None),
     };
     for fd in LISTEN_FDS_START..LISTEN_FDS_START.saturating_add(count) {
-        // SAFETY: systemd passed these descriptors to this process, and our
-        // caller guarantees that nothing else owns them; one that is not
-        // open makes sys::set_cloexec fail with EBADF.
-        let passed = unsafe { BorrowedFd::borrow_raw(fd) };
-        sys::set_cloexec(passed).map_err(|error| {
+        sys::inode_of(fd).map_err(|error| {
             io::Error::other(format!(
                 "file descriptor {fd} passed by systemd is not open: {error}"
             ))
         })?;
+        // SAFETY: fd is open (fstat above), systemd passed it to this
+        // process, and our caller guarantees that nothing else owns it.
+        let passed = unsafe { BorrowedFd::borrow_raw(fd) };
+        sys::set_cloexec(passed)?;
     }
     if count > 1 {
         log::warn!(
@@ -183,7 +183,7 @@ pub unsafe fn take_listener() -> io::Result<Option<TcpListener>> {
         );
     }
     let fd = LISTEN_FDS_START;
-    // SAFETY: as above; fd 3 is open (checked above).
+    // SAFETY: as above: fd 3 is open and ours alone.
     let passed = unsafe { BorrowedFd::borrow_raw(fd) };
     let option = |option| {
         sys::socket_option(passed, option).map_err(|error| {
