@@ -396,22 +396,23 @@ impl Context<'_> {
             .map_err(|error| CallError::Store(Arc::new(error)))
     }
 
-    /// A lock or unlock: its event, and nil or why not.
-    fn change(
+    /// A change to a lock: note its event (`effect` if it was made), and
+    /// pass on its result.
+    fn change<T>(
         &mut self,
-        observed: Observed<()>,
+        observed: Observed<T>,
         effect: Effect,
         resource: &str,
         client: &str,
-    ) -> Answer {
+    ) -> Result<T, CallError> {
         let result = self.observe(observed);
         self.record.events.push(Event {
             method: self.method,
             resource: resource.to_owned(),
             client: Some(client.to_owned()),
-            outcome: result.clone().map(|()| effect),
+            outcome: result.as_ref().map(|_| effect).map_err(Clone::clone),
         });
-        result.map(|()| Value::Nil)
+        result
     }
 }
 
@@ -461,12 +462,14 @@ fn run(store: &Store, call: &Call, nested: bool, record: &mut Record) -> Answer 
 
 fn lock(context: &mut Context, resource: &str, client: &str) -> Answer {
     let observed = context.store.lock(resource, client);
-    context.change(observed, Effect::Granted, resource, client)
+    context.change(observed, Effect::Granted, resource, client)?;
+    Ok(Value::Nil)
 }
 
 fn unlock(context: &mut Context, resource: &str, client: &str) -> Answer {
     let observed = context.store.unlock(resource, client);
-    context.change(observed, Effect::Released, resource, client)
+    context.change(observed, Effect::Released, resource, client)?;
+    Ok(Value::Nil)
 }
 
 fn status(context: &mut Context, resource: &str) -> Answer {
@@ -633,6 +636,102 @@ mod tests {
         );
         assert_eq!(refused.to_string(), "Resource not locked");
         assert_eq!(refused.kind(), Kind::Refused);
+    }
+
+    fn call(method: &str, params: Vec<Value>) -> Call {
+        Call {
+            method: method.to_owned(),
+            params,
+        }
+    }
+
+    fn strings(list: &[&str]) -> Vec<Value> {
+        list.iter().map(|s| Value::Str((*s).to_owned())).collect()
+    }
+
+    #[test]
+    fn dispatch_runs_the_table() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&temp.path().join("locks")).unwrap();
+        let lock = |client: &str| dispatch(&store, &call("lock", strings(&["r", client])));
+
+        let granted = lock("a");
+        assert_eq!(granted.value.as_ref().ok(), Some(&Value::Nil));
+        assert_eq!(granted.method, Some(method("lock")));
+        assert!(matches!(
+            granted.events.as_slice(),
+            [Event { outcome: Ok(Effect::Granted), client: Some(c), .. }] if c == "a"
+        ));
+        let refused = lock("b");
+        let error = refused.value.unwrap_err();
+        assert_eq!(error.kind(), Kind::Refused);
+        assert_eq!(
+            error.to_fault().message,
+            "<type 'exceptions.Exception'>:Resource already locked by 'a'"
+        );
+
+        // Wrong parameters to a lock change are an event too, without a client.
+        let invalid = dispatch(
+            &store,
+            &call("lock", vec![Value::Str("r".into()), Value::Int(1)]),
+        );
+        assert_eq!(invalid.value.unwrap_err().code(), FaultCode::InvalidParams);
+        assert!(matches!(
+            invalid.events.as_slice(),
+            [Event {
+                outcome: Err(_),
+                client: None,
+                ..
+            }]
+        ));
+
+        let unknown = dispatch(&store, &call("frobnicate", vec![]));
+        assert_eq!(unknown.method, None);
+        assert_eq!(unknown.value.unwrap_err().code(), FaultCode::MethodNotFound);
+
+        let names = dispatch(&store, &call("system.listMethods", vec![]))
+            .value
+            .unwrap();
+        let Value::Array(names) = names else {
+            panic!("{names:?}")
+        };
+        assert_eq!(names.len(), Method::all().count());
+        let signature = dispatch(
+            &store,
+            &call("system.methodSignature", strings(&["system.multicall"])),
+        );
+        assert_eq!(
+            signature.value.unwrap(),
+            Value::Array(vec![Value::Array(strings(&["array", "array"]))])
+        );
+    }
+
+    #[test]
+    fn multicall_answers_each_call_in_its_place() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&temp.path().join("locks")).unwrap();
+        let entry = |name: &str, params: Vec<Value>| {
+            Value::Struct(vec![
+                ("methodName".into(), Value::Str(name.into())),
+                ("params".into(), Value::Array(params)),
+            ])
+        };
+        let calls = vec![
+            entry("unlock", strings(&["r", "a"])),
+            entry("system.multicall", vec![Value::Array(vec![])]),
+            Value::Int(3),
+            entry("lock", strings(&["r", "a"])),
+        ];
+        let reply = dispatch(&store, &call("system.multicall", vec![Value::Array(calls)]));
+        let Ok(Value::Array(results)) = reply.value else {
+            panic!("{:?}", reply.value)
+        };
+        let code = |v: &Value| v.member("faultCode").cloned();
+        assert_eq!(code(&results[0]), Some(Value::Int(1)));
+        assert_eq!(code(&results[1]), Some(Value::Int(-32600)));
+        assert_eq!(code(&results[2]), Some(Value::Int(-32602)));
+        assert_eq!(results[3], Value::Array(vec![Value::Nil]));
+        assert_eq!(reply.events.len(), 2, "{:?}", reply.events);
     }
 
     #[test]
