@@ -1,11 +1,16 @@
-//! JSON text for the few places lockd writes JSON (the audit trail,
-//! `lockcmd --json`): strings escaped as RFC 8259 says.
-
-use std::fmt::Write;
+//! JSON strings, for the machine-readable output of the tools (`lockcmd
+//! --json`, `lockd-bench`'s `RESULT` line). The rest of their JSON is
+//! fixed keys and numbers, written in place.
 
 /// `text` as a JSON string, quotes included.
 pub fn string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
+    push_string(&mut out, text);
+    out
+}
+
+/// Append `text` to `out` as a JSON string, quotes included.
+pub fn push_string(out: &mut String, text: &str) {
     out.push('"');
     for c in text.chars() {
         match c {
@@ -15,13 +20,12 @@ pub fn string(text: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
             }
             c => out.push(c),
         }
     }
     out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -29,9 +33,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strings_are_escaped() {
-        assert_eq!(string("plain"), r#""plain""#);
-        assert_eq!(string(r#"a"b\c"#), r#""a\"b\\c""#);
-        assert_eq!(string("\n\t\u{1}caf\u{e9}"), "\"\\n\\t\\u0001caf\u{e9}\"");
+    fn escapes_what_json_requires() {
+        assert_eq!(string("a\"\\\u{1}é"), "\"a\\\"\\\\\\u0001é\"");
+        assert_eq!(string("\t\n\r"), "\"\\t\\n\\r\"");
+        assert_eq!(string(""), "\"\"");
     }
 }

@@ -3,6 +3,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use lockd::http;
+
 use crate::support::{self, Daemon, LOCKD, Options, call_body};
 
 const ALREADY: &str = "FAULT 1 <type 'exceptions.Exception'>:Resource already locked by 'client1'";
@@ -375,6 +377,7 @@ fn malformed_requests_get_interoperability_faults() {
         code.unwrap_or_else(|| panic!("no fault for {body:?}: {reply}"))
             .to_owned()
     };
+    // Malformed on purpose, so written out by hand.
     assert_eq!(
         fault_code("<methodCall><methodName>lock</methodName"),
         "-32700"
@@ -464,13 +467,10 @@ fn http_details() {
 
     // Keep-alive: two calls on one connection.
     let one = call_body("status", &["r1"]);
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{one}",
-        one.len()
-    );
+    let request = http::post("/", &[("Host", "x")], one.as_bytes());
     let both = support::raw(
         daemon.addr,
-        format!("{request}{request}").as_bytes(),
+        &[request.as_slice(), &request].concat(),
         Duration::from_secs(2),
     );
     assert_eq!(both.matches("HTTP/1.1 200").count(), 2, "{both}");

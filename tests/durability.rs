@@ -47,7 +47,8 @@ impl Syscall {
 const TRACED: &str = "openat,open,creat,write,writev,pwrite64,pwritev,sendto,sendmsg,\
     fsync,fdatasync,sync_file_range,syncfs,link,linkat,unlink,unlinkat,rename,renameat,renameat2";
 
-/// Whether `strace -f` can trace here (ptrace may be forbidden).
+/// Whether `strace -f` can trace here (ptrace may be forbidden), and if
+/// not, what is missing.
 fn strace_works() -> Result<(), String> {
     match Command::new("strace")
         .args(["-f", "-qq", "-o", "/dev/null", "true"])
@@ -55,22 +56,20 @@ fn strace_works() -> Result<(), String> {
         .output()
     {
         Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-        Err(e) => panic!("strace is not installed ({e}); .ci/run installs it"),
+        Ok(out) => Err(format!(
+            "strace -f cannot trace (ptrace forbidden? CAP_SYS_PTRACE and no seccomp filter needed): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!(
+            "strace is not installed ({e}); .ci/run installs it"
+        )),
     }
 }
 
 #[test]
 fn replies_follow_data_fsync_link_and_directory_fsync() {
-    if let Err(why) = strace_works() {
-        // A container without ptrace (seccomp, no CAP_SYS_PTRACE) cannot run
-        // this test; say so loudly rather than pretend it passed.
-        eprintln!("durability: SKIPPED, strace -f cannot trace here: {why}");
-        assert!(
-            std::env::var_os("LOCKD_REQUIRE_STRACE").is_none(),
-            "LOCKD_REQUIRE_STRACE is set but strace cannot trace: {why}"
-        );
-        return;
+    if let Err(missing) = strace_works() {
+        return support::cannot_run("durability", &missing);
     }
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("locks");
@@ -98,10 +97,9 @@ fn replies_follow_data_fsync_link_and_directory_fsync() {
     let lockd_pid = std::fs::read_to_string(children).unwrap_or_default();
     for pid in lockd_pid
         .split_whitespace()
-        .filter_map(|p| p.parse::<i32>().ok())
+        .filter_map(|p| p.parse::<u32>().ok())
     {
-        // SAFETY: kill(2) on the lockd process this test started.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let _ = lockd::sys::kill(pid, libc::SIGTERM);
     }
     strace.wait_exit();
     let calls = parse_trace(&std::fs::read_to_string(&trace_file).unwrap());

@@ -296,149 +296,171 @@ pub fn run_history(servers: &[Server], names: &[String]) -> (Vec<Event>, Vec<(St
     (events, locks)
 }
 
+const ALREADY: &str = "<type 'exceptions.Exception'>:Resource already locked by '";
+const NOT_HOLDER: &str = "<type 'exceptions.Exception'>:Resource locked by '";
+const NOT_LOCKED: &str = "<type 'exceptions.Exception'>:Resource not locked";
+
+/// What the checks count.
+#[derive(Default)]
+struct Counts {
+    grants: usize,
+    refusals: usize,
+}
+
 /// Check a history of calls on `names`; `Err` says what is wrong with it.
 fn check_history(
     events: &[Event],
     locks: &[(String, String)],
     names: &[String],
 ) -> Result<String, String> {
-    let already = "<type 'exceptions.Exception'>:Resource already locked by '";
-    let not_holder = "<type 'exceptions.Exception'>:Resource locked by '";
-    let not_locked = "<type 'exceptions.Exception'>:Resource not locked";
-    let mut grants = 0;
-    let mut refusals = 0;
-    let mut busy = 0;
-    let events: Vec<&Event> = events
+    let mut counts = Counts::default();
+    let (busy, events): (Vec<Event>, Vec<Event>) = events
         .iter()
-        .filter(|e| {
-            let skip = matches!(&e.outcome, Outcome::Fault(1, s) if s == GOCEPT_BUSY);
-            busy += usize::from(skip);
-            !skip
-        })
-        .collect();
-    let resource_name = |r: usize| &names[r];
-    for r in 0..names.len() {
-        // Each client's calls on r, in its own (sequential) order.
-        let mut per_client: HashMap<usize, Vec<&Event>> = HashMap::new();
-        for &event in events.iter().filter(|e| e.resource == r) {
-            per_client.entry(event.client).or_default().push(event);
-        }
-        let mut holds: Vec<Hold> = Vec::new();
-        for (&c, calls) in &mut per_client {
-            calls.sort_by_key(|e| e.invoked);
-            let mut open: Option<usize> = None;
-            for e in calls.iter() {
-                let holding = open.is_some();
-                match (&e.outcome, e.lock) {
-                    (o, true) if o.is_nil() => {
-                        ensure!(!holding, "{e:?}: granted to a client that held it");
-                        holds.push(Hold {
-                            client: c,
-                            granted: (e.invoked, e.completed),
-                            released: None,
-                        });
-                        open = Some(holds.len() - 1);
-                        grants += 1;
-                    }
-                    (o, false) if o.is_nil() => {
-                        let Some(i) = open.take() else {
-                            return Err(format!(
-                                "{e:?}: released by a client that did not hold it"
-                            ));
-                        };
-                        holds[i].released = Some((e.invoked, e.completed));
-                    }
-                    (Outcome::Fault(1, s), _) => {
-                        refusals += 1;
-                        let own = s.starts_with(already)
-                            && s[already.len()..] == format!("{}'", client_name(c));
-                        ensure!(
-                            holding == own,
-                            "{e:?}: the refusal contradicts the client's own hold"
-                        );
-                    }
-                    _ => return Err(format!("{e:?}: unexpected outcome")),
-                }
-            }
-        }
-        // No two holds overlap for sure.
-        holds.sort_by_key(|h| h.granted.1);
-        for (i, a) in holds.iter().enumerate() {
-            for b in &holds[i + 1..] {
-                if a.client == b.client {
-                    continue;
-                }
-                let a_before_b = a.released.is_some_and(|rel| rel.0 < b.granted.1);
-                let b_before_a = b.released.is_some_and(|rel| rel.0 < a.granted.1);
-                ensure!(
-                    a_before_b || b_before_a,
-                    "{} granted to two clients at once: {a:?} and {b:?}",
-                    resource_name(r)
-                );
-            }
-        }
-        // Every refusal is justified by some possible state.
-        for e in events.iter().filter(|e| e.resource == r) {
-            let Outcome::Fault(1, s) = &e.outcome else {
-                continue;
-            };
-            let named = s
-                .strip_prefix(already)
-                .or_else(|| s.strip_prefix(not_holder))
-                .and_then(|rest| rest.split('\'').next());
-            match named {
-                Some(holder) => {
-                    let Some(x) = (0..CLIENTS).find(|&x| client_name(x) == holder) else {
-                        return Err(format!("{e:?}: names an unknown client"));
-                    };
-                    ensure!(
-                        holds
-                            .iter()
-                            .any(|h| h.client == x && h.may_overlap(e.invoked, e.completed)),
-                        "{e:?}: {holder} could not hold the resource during the call"
-                    );
-                    if !e.lock {
-                        ensure!(
-                            s.ends_with(&format!(
-                                "cannot be unlocked by '{}'",
-                                client_name(e.client)
-                            )),
-                            "{e:?}"
-                        );
-                    }
-                }
-                None => {
-                    ensure!(!e.lock && s == not_locked, "{e:?}: unexpected refusal");
-                    ensure!(
-                        !holds
-                            .iter()
-                            .any(|h| h.surely_covers(e.invoked, e.completed)),
-                        "{e:?}: the resource was held throughout the call"
-                    );
-                }
-            }
-        }
-        // The end state: exactly the holds never released.
-        let mut open: Vec<String> = holds
-            .iter()
-            .filter(|h| h.released.is_none())
-            .map(|h| client_name(h.client))
-            .collect();
-        let listed: Vec<String> = locks
-            .iter()
-            .filter(|(res, _)| res == resource_name(r))
-            .map(|(_, c)| c.clone())
-            .collect();
-        open.sort();
-        ensure!(
-            open == listed,
-            "{}: the final locks() lists {listed:?}, the history leaves {open:?}",
-            resource_name(r)
-        );
+        .cloned()
+        .partition(|e| matches!(&e.outcome, Outcome::Fault(1, s) if s == GOCEPT_BUSY));
+    let busy = busy.len();
+    for (r, name) in names.iter().enumerate() {
+        let holds = holds_of(&events, r, &mut counts)?;
+        no_two_at_once(name, &holds)?;
+        refusals_are_justified(&events, r, &holds)?;
+        end_state_matches(name, &holds, locks)?;
     }
+    let Counts { grants, refusals } = counts;
     Ok(format!(
         "{} calls by {CLIENTS} clients on {} resources checked: {grants} grants, {refusals} refusals, {busy} calls gocept.lockd failed for want of `import time`, no double grant",
         events.len(),
         names.len()
     ))
+}
+
+/// Resource `r`'s holds, from each client's own calls, checking that each
+/// client's view is consistent.
+fn holds_of(events: &[Event], r: usize, counts: &mut Counts) -> Result<Vec<Hold>, String> {
+    // Each client's calls on r, in its own (sequential) order.
+    let mut per_client: HashMap<usize, Vec<&Event>> = HashMap::new();
+    for event in events.iter().filter(|e| e.resource == r) {
+        per_client.entry(event.client).or_default().push(event);
+    }
+    let mut holds: Vec<Hold> = Vec::new();
+    for (&c, calls) in &mut per_client {
+        calls.sort_by_key(|e| e.invoked);
+        let mut open: Option<usize> = None;
+        for e in calls.iter() {
+            let holding = open.is_some();
+            match (&e.outcome, e.lock) {
+                (o, true) if o.is_nil() => {
+                    ensure!(!holding, "{e:?}: granted to a client that held it");
+                    holds.push(Hold {
+                        client: c,
+                        granted: (e.invoked, e.completed),
+                        released: None,
+                    });
+                    open = Some(holds.len() - 1);
+                    counts.grants += 1;
+                }
+                (o, false) if o.is_nil() => {
+                    let Some(i) = open.take() else {
+                        return Err(format!("{e:?}: released by a client that did not hold it"));
+                    };
+                    holds[i].released = Some((e.invoked, e.completed));
+                }
+                (Outcome::Fault(1, s), _) => {
+                    counts.refusals += 1;
+                    let own = s.starts_with(ALREADY)
+                        && s[ALREADY.len()..] == format!("{}'", client_name(c));
+                    ensure!(
+                        holding == own,
+                        "{e:?}: the refusal contradicts the client's own hold"
+                    );
+                }
+                _ => return Err(format!("{e:?}: unexpected outcome")),
+            }
+        }
+    }
+    Ok(holds)
+}
+
+/// No two holds of resource `name` overlap for sure.
+fn no_two_at_once(name: &str, holds: &[Hold]) -> Result<(), String> {
+    let mut holds: Vec<&Hold> = holds.iter().collect();
+    holds.sort_by_key(|h| h.granted.1);
+    for (i, a) in holds.iter().enumerate() {
+        for b in &holds[i + 1..] {
+            if a.client == b.client {
+                continue;
+            }
+            let a_before_b = a.released.is_some_and(|rel| rel.0 < b.granted.1);
+            let b_before_a = b.released.is_some_and(|rel| rel.0 < a.granted.1);
+            ensure!(
+                a_before_b || b_before_a,
+                "{name} granted to two clients at once: {a:?} and {b:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every refusal on resource `r` is justified by some possible state.
+fn refusals_are_justified(events: &[Event], r: usize, holds: &[Hold]) -> Result<(), String> {
+    for e in events.iter().filter(|e| e.resource == r) {
+        let Outcome::Fault(1, s) = &e.outcome else {
+            continue;
+        };
+        let named = s
+            .strip_prefix(ALREADY)
+            .or_else(|| s.strip_prefix(NOT_HOLDER))
+            .and_then(|rest| rest.split('\'').next());
+        match named {
+            Some(holder) => {
+                let Some(x) = (0..CLIENTS).find(|&x| client_name(x) == holder) else {
+                    return Err(format!("{e:?}: names an unknown client"));
+                };
+                ensure!(
+                    holds
+                        .iter()
+                        .any(|h| h.client == x && h.may_overlap(e.invoked, e.completed)),
+                    "{e:?}: {holder} could not hold the resource during the call"
+                );
+                if !e.lock {
+                    ensure!(
+                        s.ends_with(&format!(
+                            "cannot be unlocked by '{}'",
+                            client_name(e.client)
+                        )),
+                        "{e:?}"
+                    );
+                }
+            }
+            None => {
+                ensure!(!e.lock && s == NOT_LOCKED, "{e:?}: unexpected refusal");
+                ensure!(
+                    !holds
+                        .iter()
+                        .any(|h| h.surely_covers(e.invoked, e.completed)),
+                    "{e:?}: the resource was held throughout the call"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The end state of resource `name`: exactly the holds never released.
+fn end_state_matches(name: &str, holds: &[Hold], locks: &[(String, String)]) -> Result<(), String> {
+    let mut open: Vec<String> = holds
+        .iter()
+        .filter(|h| h.released.is_none())
+        .map(|h| client_name(h.client))
+        .collect();
+    let listed: Vec<String> = locks
+        .iter()
+        .filter(|(res, _)| res == name)
+        .map(|(_, c)| c.clone())
+        .collect();
+    open.sort();
+    ensure!(
+        open == listed,
+        "{name}: the final locks() lists {listed:?}, the history leaves {open:?}"
+    );
+    Ok(())
 }

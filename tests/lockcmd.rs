@@ -517,8 +517,7 @@ fn start_run(url: &str, script: &str) -> (std::process::Child, String) {
 }
 
 fn kill(pid: u32, signal: i32) {
-    // SAFETY: kill(2) on a process this test started.
-    unsafe { libc::kill(pid as libc::pid_t, signal) };
+    let _ = lockd::sys::kill(pid, signal);
 }
 
 #[test]

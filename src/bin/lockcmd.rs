@@ -9,7 +9,7 @@ use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
 use std::hash::BuildHasher;
 use std::io::{self, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,8 @@ use getopts::Options;
 use lockd::cli::DEFAULT_LISTEN;
 use lockd::client::{Client, Endpoint, Error};
 use lockd::clock::Utc;
+use lockd::json;
+use lockd::sys::{self, SignalSet};
 use lockd::xmlrpc::{FaultCode, Value};
 
 /// Exit statuses (sysexits.h names where there is one).
@@ -217,8 +219,39 @@ fn parse(mut args: Vec<OsString>, from_env: Option<&str>) -> Result<Parsed, Stri
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or(7390);
-    let endpoint = Endpoint::parse(&server, default_port)?;
-    let seconds = |name: &str, default: Duration, zero_ok: bool| match matches.opt_str(name) {
+    let endpoint = Endpoint::parse(&server, default_port).map_err(|e| e.to_string())?;
+    let timeout = seconds(&matches, "timeout", DEFAULT_TIMEOUT, false)?;
+    let wait = seconds(&matches, "wait", Duration::ZERO, true)?;
+    let words: Vec<&str> = matches.free.iter().map(String::as_str).collect();
+    let Some((&name, operands)) = words.split_first() else {
+        return Err("no command given; the commands are lock, unlock, status, list and run".into());
+    };
+    let action = action(name, operands, command)?;
+    if matches.opt_present("wait") && !matches!(action, Action::Lock { .. } | Action::Run { .. }) {
+        return Err(format!("--wait is for lock and run, not {name}"));
+    }
+    let json = matches.opt_present("json");
+    if json && !matches!(action, Action::Status { .. } | Action::List) {
+        return Err(format!("--json is for status and list, not {name}"));
+    }
+    Ok(Parsed::Run(Invocation {
+        endpoint,
+        timeout,
+        wait,
+        quiet: matches.opt_present("quiet"),
+        json,
+        action,
+    }))
+}
+
+/// `--name` as a duration, `default` if not given; 0 only if `zero_ok`.
+fn seconds(
+    matches: &getopts::Matches,
+    name: &str,
+    default: Duration,
+    zero_ok: bool,
+) -> Result<Duration, String> {
+    match matches.opt_str(name) {
         None => Ok(default),
         Some(text) => text
             .parse::<f64>()
@@ -231,18 +264,16 @@ fn parse(mut args: Vec<OsString>, from_env: Option<&str>) -> Result<Parsed, Stri
                     if zero_ok { "" } else { " above 0" }
                 )
             }),
-    };
-    let timeout = seconds("timeout", DEFAULT_TIMEOUT, false)?;
-    let wait = seconds("wait", Duration::ZERO, true)?;
+    }
+}
 
-    let words: Vec<&str> = matches.free.iter().map(String::as_str).collect();
-    let Some((&name, operands)) = words.split_first() else {
-        return Err("no command given; the commands are lock, unlock, status, list and run".into());
-    };
+/// The action the command word `name` and its operands ask for; `command`
+/// is what followed `--`, if anything did.
+fn action(name: &str, operands: &[&str], command: Option<Vec<OsString>>) -> Result<Action, String> {
     if command.is_some() && name != "run" {
         return Err(format!("{name} takes no COMMAND after --; only run does"));
     }
-    let action = match name {
+    Ok(match name {
         "lock" => {
             let [resource, client] = operands_of(name, operands, ["RESOURCE", "CLIENT"])?;
             Action::Lock { resource, client }
@@ -277,22 +308,7 @@ fn parse(mut args: Vec<OsString>, from_env: Option<&str>) -> Result<Parsed, Stri
                 "unknown command {other:?}; the commands are lock, unlock, status, list and run"
             ));
         }
-    };
-    if matches.opt_present("wait") && !matches!(action, Action::Lock { .. } | Action::Run { .. }) {
-        return Err(format!("--wait is for lock and run, not {name}"));
-    }
-    let json = matches.opt_present("json");
-    if json && !matches!(action, Action::Status { .. } | Action::List) {
-        return Err(format!("--json is for status and list, not {name}"));
-    }
-    Ok(Parsed::Run(Invocation {
-        endpoint,
-        timeout,
-        wait,
-        quiet: matches.opt_present("quiet"),
-        json,
-        action,
-    }))
+    })
 }
 
 /// A command's operands, one for each of `names`.
@@ -330,91 +346,111 @@ fn run(invocation: Invocation) -> u8 {
         action,
     } = invocation;
     let mut client = Client::new(endpoint, timeout);
-    let say = |message: &str| {
-        if !quiet {
-            eprintln!("lockcmd: {message}");
-        }
-    };
-    let fail = |error: &Error| {
-        say(&describe(error));
-        exit_status(error)
-    };
-    let fail_waiting = |error: &Error| {
-        if wait.is_zero() {
-            fail(error)
-        } else {
-            say(&format!(
-                "{}; gave up after waiting {} s",
-                describe(error),
-                wait.as_secs_f64()
-            ));
-            exit_status(error)
-        }
-    };
+    let messages = Messages { quiet, wait };
     match action {
         Action::Lock {
             resource,
             client: name,
         } => match lock_waiting(&mut client, &resource, &name, wait) {
             Ok(()) => 0,
-            Err(error) => fail_waiting(&error),
+            Err(error) => messages.fail_waiting(&error),
         },
         Action::Unlock {
             resource,
             client: name,
         } => match client.unlock(&resource, &name) {
             Ok(()) => 0,
-            Err(error) => fail(&error),
+            Err(error) => messages.fail(&error),
         },
         Action::Status { resource } => match status_text(&mut client, &resource, json) {
             Ok(text) => print_out(&text),
-            Err(error) => fail(&error),
+            Err(error) => messages.fail(&error),
         },
         Action::List => match list_text(&mut client, json) {
             Ok(text) => print_out(&text),
-            Err(error) => fail(&error),
+            Err(error) => messages.fail(&error),
         },
         Action::Run {
             resource,
             client: name,
             command,
-        } => {
-            if let Err(error) = lock_waiting(&mut client, &resource, &name, wait) {
-                return fail_waiting(&error);
-            }
-            let status = match run_child(&command) {
-                Ok(status) => status,
-                Err(e) => {
-                    say(&format!("cannot run {:?}: {e}", command[0]));
-                    if e.kind() == io::ErrorKind::NotFound {
-                        NOT_FOUND
-                    } else {
-                        CANNOT_EXECUTE
-                    }
-                }
-            };
-            match client.unlock(&resource, &name) {
-                Ok(()) => status,
-                Err(error) => {
-                    let hint = if error.is_refusal() {
-                        String::new()
-                    } else {
-                        format!(
-                            "; it may still be held: check with 'lockcmd status {resource}' and release it with 'lockcmd unlock'"
-                        )
-                    };
-                    say(&format!(
-                        "could not release the lock on {resource:?}: {}{hint}",
-                        describe(&error)
-                    ));
-                    if status == 0 {
-                        exit_status(&error)
-                    } else {
-                        status
-                    }
-                }
+        } => run_locked(&mut client, &messages, &resource, &name, &command),
+    }
+}
+
+/// What lockcmd says on stderr, and the exit status that goes with it.
+struct Messages {
+    quiet: bool,
+    /// `--wait`, for the message when it ran out.
+    wait: Duration,
+}
+
+impl Messages {
+    fn say(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("lockcmd: {message}");
+        }
+    }
+
+    fn fail(&self, error: &Error) -> u8 {
+        self.say(&describe(error));
+        exit_status(error)
+    }
+
+    /// [`Messages::fail`] for a lock that may have been waited for.
+    fn fail_waiting(&self, error: &Error) -> u8 {
+        if self.wait.is_zero() {
+            return self.fail(error);
+        }
+        self.say(&format!(
+            "{}; gave up after waiting {} s",
+            describe(error),
+            self.wait.as_secs_f64()
+        ));
+        exit_status(error)
+    }
+}
+
+/// `run`: take the lock, run the command, release the lock; the exit status.
+fn run_locked(
+    client: &mut Client,
+    messages: &Messages,
+    resource: &str,
+    name: &str,
+    command: &[OsString],
+) -> u8 {
+    if let Err(error) = lock_waiting(client, resource, name, messages.wait) {
+        return messages.fail_waiting(&error);
+    }
+    let status = match run_child(command) {
+        Ok(status) => status,
+        Err(e) => {
+            messages.say(&format!("cannot run {:?}: {e}", command[0]));
+            if e.kind() == io::ErrorKind::NotFound {
+                NOT_FOUND
+            } else {
+                CANNOT_EXECUTE
             }
         }
+    };
+    let Err(error) = client.unlock(resource, name) else {
+        return status;
+    };
+    let hint = if error.is_refusal() {
+        String::new()
+    } else {
+        format!(
+            "; it may still be held: check with 'lockcmd status {resource}' and release it with 'lockcmd unlock'"
+        )
+    };
+    messages.say(&format!(
+        "could not release the lock on {resource:?}: {}{hint}",
+        describe(&error)
+    ));
+    if status == 0 {
+        exit_status(&error)
+    } else {
+        status
     }
 }
 
@@ -493,48 +529,29 @@ fn lock_waiting(
 
 /// Run the command with the stop signals passed on; its exit status.
 fn run_child(command: &[OsString]) -> io::Result<u8> {
-    const FORWARDED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
-    // Block the signals, so they wait for sigtimedwait below instead of
-    // ending lockcmd, and SIGCHLD, which says the command has ended.
-    // SAFETY: sigemptyset/sigaddset fill a local sigset_t; blocking signals
-    // in the only thread is sound.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for signal in FORWARDED.into_iter().chain([libc::SIGCHLD]) {
-            libc::sigaddset(&mut set, signal);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    const FORWARDED: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+    // Block the signals, so they wait for `wait` below instead of ending
+    // lockcmd, and SIGCHLD, which says the command has ended. The command
+    // itself starts with none of them blocked.
+    let set = SignalSet::of(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
+    set.block()?;
     let mut child = Command::new(&command[0]);
     child.args(&command[1..]);
-    // SAFETY: between fork and exec only sigprocmask, which is
-    // async-signal-safe, runs: the command starts with no signal blocked.
-    unsafe {
-        child.pre_exec(move || {
-            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
+    set.unblock_in_child(&mut child);
     let mut child = child.spawn()?;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let wake = libc::timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        // SAFETY: sigtimedwait with a valid set, info and timeout.
-        let signal = unsafe { libc::sigtimedwait(&set, &mut info, &wake) };
         // A signal from a terminal (Ctrl-C) already reached the command, which
         // is in the same foreground process group; pass on only those that a
         // process sent to lockcmd alone (kill(1), systemd).
-        if FORWARDED.contains(&signal) && info.si_code <= 0 {
-            // SAFETY: kill(2) on our own child, which has not been reaped.
-            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        match set.wait(Duration::from_secs(1)) {
+            Some(received) if FORWARDED.contains(&received.signal) && received.from_process => {
+                // The child has not been reaped, so its pid is still its own.
+                let _ = sys::kill(child.id(), received.signal);
+            }
+            _ => {}
         }
     };
     Ok(match (status.code(), status.signal()) {
@@ -610,13 +627,13 @@ impl Held {
         match held {
             Some(held) => format!(
                 "{{\"resource\": {}, \"locked\": true, \"client\": {}, \"since\": {}}}",
-                json_string(resource),
-                json_string(&held.client),
-                json_string(&held.since)
+                json::string(resource),
+                json::string(&held.client),
+                json::string(&held.since)
             ),
             None => format!(
                 "{{\"resource\": {}, \"locked\": false}}",
-                json_string(resource)
+                json::string(resource)
             ),
         }
     }
@@ -647,24 +664,6 @@ fn tsv(name: &str) -> String {
             c => out.push(c),
         }
     }
-    out
-}
-
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 
@@ -722,10 +721,9 @@ mod tests {
     }
 
     #[test]
-    fn times_names_and_json() {
+    fn times_and_names() {
         assert_eq!(rfc3339("20261129T15:04:05"), "2026-11-29T15:04:05Z");
         assert_eq!(rfc3339("2026-11-29"), "2026-11-29");
         assert_eq!(tsv("a\tb\\c\nd"), "a\\tb\\\\c\\nd");
-        assert_eq!(json_string("a\"\\\u{1}é"), "\"a\\\"\\\\\\u0001é\"");
     }
 }
