@@ -57,6 +57,9 @@ impl Method {
             Handler::NoParams(_) => &[],
             Handler::OneString(_) => &["string"],
             Handler::TwoStrings(_) => &["string", "string"],
+            Handler::ArrayString(_) => &["array", "string"],
+            Handler::TwoStringsInt(_) => &["string", "string", "int"],
+            Handler::TwoStringsIntString(_) => &["string", "string", "int", "string"],
             Handler::Calls(_) => &["array"],
         }
     }
@@ -119,12 +122,74 @@ enum Handler {
     NoParams(fn(&mut Context) -> Answer),
     OneString(fn(&mut Context, &str) -> Answer),
     TwoStrings(fn(&mut Context, &str, &str) -> Answer),
+    /// An array (of resource names) and a string.
+    ArrayString(fn(&mut Context, &[Value], &str) -> Answer),
+    /// Two strings and a token.
+    TwoStringsInt(fn(&mut Context, &str, &str, i32) -> Answer),
+    /// Two strings, a token and a string.
+    TwoStringsIntString(fn(&mut Context, &str, &str, i32, &str) -> Answer),
     /// An array of calls (`system.multicall`).
     Calls(fn(&mut Context, &[Value]) -> Answer),
 }
 
 /// Every method, sorted by name.
 const METHODS: &[Spec] = &[
+    Spec {
+        name: "acquire",
+        params: &["resource", "client"],
+        returns: "struct",
+        help: "acquire(resource, client): take the lock on resource for client, as lock does, and \
+               return it as a struct {resource, client, token, since}. token is the grant's fencing \
+               token: an int that only grows, over the resource's whole history. Faults with code 1 \
+               \"Resource already locked by 'holder'\" if anyone holds it. On stable storage before \
+               the reply is sent.",
+        changes_locks: true,
+        handler: Handler::TwoStrings(acquire),
+    },
+    Spec {
+        name: "acquire_many",
+        params: &["resources", "client"],
+        returns: "array",
+        help: "acquire_many(resources, client): take the locks on every resource of the array \
+               (1 to 1024 names) for client, or none of them; an array of {resource, client, token, \
+               since} structs in the order given. Faults with code 1 \"Resource 'name' already \
+               locked by 'holder'\" naming the first resource in the way. One durable step: after \
+               a crash either all or none are held.",
+        changes_locks: true,
+        handler: Handler::ArrayString(acquire_many),
+    },
+    Spec {
+        name: "break_lock",
+        params: &["resource", "holder", "token", "reason"],
+        returns: "struct",
+        help: "break_lock(resource, holder, token, reason): remove the lock on resource if holder \
+               holds it under token (0 for a lock without a token), and return the struct of the \
+               lock removed. Faults with code 1 saying who holds it otherwise. reason must not be \
+               empty: it goes into lockd.audit.jsonl in the lock directory, with the caller's \
+               address. The old token fails check from then on.",
+        changes_locks: true,
+        handler: Handler::TwoStringsIntString(break_lock),
+    },
+    Spec {
+        name: "check",
+        params: &["resource", "client", "token"],
+        returns: "boolean",
+        help: "check(resource, client, token): true exactly when resource is held by client under \
+               token right now. Call it just before acting on the resource, to refuse a holder \
+               whose grant has ended.",
+        changes_locks: false,
+        handler: Handler::TwoStringsInt(check),
+    },
+    Spec {
+        name: "fence",
+        params: &["client", "reason"],
+        returns: "array",
+        help: "fence(client, reason): release every lock client holds (after its node was fenced, \
+               i.e. powered off), and return them as an array of {resource, client, token, since} \
+               structs; empty if it held none. Each goes into lockd.audit.jsonl with the reason.",
+        changes_locks: true,
+        handler: Handler::TwoStrings(fence),
+    },
     Spec {
         name: "lock",
         params: &["resource", "client"],
@@ -139,16 +204,27 @@ const METHODS: &[Spec] = &[
         name: "locks",
         params: &[],
         returns: "array",
-        help: "locks(): every held lock as a struct {resource, locked, client, since}, sorted by resource.",
+        help: "locks(): every held lock as a struct {resource, locked, client, since, token}, sorted \
+               by resource (token 0: a lock without one, taken with lock or by gocept.lockd).",
         changes_locks: false,
         handler: Handler::NoParams(locks),
+    },
+    Spec {
+        name: "release",
+        params: &["resource", "client", "token"],
+        returns: "nil",
+        help: "release(resource, client, token): release the lock client holds on resource under \
+               token, and only that grant: a late retry of an old release cannot free a newer \
+               grant. Faults with code 1 otherwise. On stable storage before the reply is sent.",
+        changes_locks: true,
+        handler: Handler::TwoStringsInt(release),
     },
     Spec {
         name: "status",
         params: &["resource"],
         returns: "struct",
-        help: "status(resource): a struct {resource, locked} and, when locked, client and since \
-               (dateTime.iso8601, UTC, when the lock was taken).",
+        help: "status(resource): a struct {resource, locked} and, when locked, client, since \
+               (dateTime.iso8601, UTC, when the lock was taken) and token (0: a lock without one).",
         changes_locks: false,
         handler: Handler::OneString(status),
     },
@@ -253,6 +329,10 @@ pub enum CallError {
     Nested(Method),
     /// Call number `index` of a `system.multicall` is not a call.
     NotACall { method: Method, index: usize },
+    /// A token below the least a grant can have (1; 0 for `break_lock`).
+    BadToken { token: i32, least: i32 },
+    /// Item `index` of `acquire_many`'s resources is not a string.
+    NotAName { index: usize, kind: &'static str },
     /// The lock core said no, or failed. Shared: one failure is the answer,
     /// the log line and the metrics event of a call.
     Store(Arc<store::Error>),
@@ -340,6 +420,14 @@ impl fmt::Display for CallError {
                 "{} call {index} must be a struct with a string methodName and an array params",
                 method.name()
             ),
+            CallError::BadToken { token, least } => write!(
+                f,
+                "the token is {token}: tokens are {least} or more (use the token acquire returned)"
+            ),
+            CallError::NotAName { index, kind } => write!(
+                f,
+                "acquire_many's resources must be an array of strings; item {index} is a {kind}"
+            ),
             CallError::Store(error) => error.fmt(f),
             CallError::NotSynced(error) => write!(
                 f,
@@ -358,10 +446,11 @@ impl std::error::Error for CallError {
     }
 }
 
-/// Run one request's call against the store.
-pub fn dispatch(store: &Store, call: &Call) -> Reply {
+/// Run one request's call against the store; `caller` is the address it
+/// came from (for the audit trail of `break_lock` and `fence`).
+pub fn dispatch(store: &Store, call: &Call, caller: &str) -> Reply {
     let mut record = Record::default();
-    let value = run(store, call, false, &mut record);
+    let value = run(store, call, caller, false, &mut record);
     Reply {
         method: Method::named(&call.method),
         value,
@@ -381,6 +470,7 @@ struct Record {
 /// What a handler works with.
 struct Context<'a> {
     store: &'a Store,
+    caller: &'a str,
     method: Method,
     /// Whether the call is one of a `system.multicall`.
     nested: bool,
@@ -394,6 +484,16 @@ impl Context<'_> {
         observed
             .result
             .map_err(|error| CallError::Store(Arc::new(error)))
+    }
+
+    /// Note an event of this call on `resource`.
+    fn event(&mut self, resource: &str, client: &str, outcome: Result<Effect, CallError>) {
+        self.record.events.push(Event {
+            method: self.method,
+            resource: resource.to_owned(),
+            client: Some(client.to_owned()),
+            outcome,
+        });
     }
 
     /// A change to a lock: note its event (`effect` if it was made), and
@@ -416,11 +516,12 @@ impl Context<'_> {
     }
 }
 
-fn run(store: &Store, call: &Call, nested: bool, record: &mut Record) -> Answer {
+fn run(store: &Store, call: &Call, caller: &str, nested: bool, record: &mut Record) -> Answer {
     let method =
         Method::named(&call.method).ok_or_else(|| CallError::NoMethod(call.method.clone()))?;
     let mut context = Context {
         store,
+        caller,
         method,
         nested,
         record,
@@ -432,6 +533,16 @@ fn run(store: &Store, call: &Call, nested: bool, record: &mut Record) -> Answer 
         (Handler::TwoStrings(handler), [Value::Str(a), Value::Str(b)]) => {
             handler(&mut context, a, b)
         }
+        (Handler::ArrayString(handler), [Value::Array(a), Value::Str(b)]) => {
+            handler(&mut context, a, b)
+        }
+        (Handler::TwoStringsInt(handler), [Value::Str(a), Value::Str(b), Value::Int(c)]) => {
+            handler(&mut context, a, b, *c)
+        }
+        (
+            Handler::TwoStringsIntString(handler),
+            [Value::Str(a), Value::Str(b), Value::Int(c), Value::Str(d)],
+        ) => handler(&mut context, a, b, *c, d),
         (Handler::Calls(handler), [Value::Array(calls)]) => handler(&mut context, calls),
         (handler, _) => {
             let types = || params.iter().map(Value::type_name).collect();
@@ -470,6 +581,111 @@ fn unlock(context: &mut Context, resource: &str, client: &str) -> Answer {
     let observed = context.store.unlock(resource, client);
     context.change(observed, Effect::Released, resource, client)?;
     Ok(Value::Nil)
+}
+
+fn acquire(context: &mut Context, resource: &str, client: &str) -> Answer {
+    let observed = context.store.acquire(resource, client);
+    let lock = context.change(observed, Effect::Granted, resource, client)?;
+    Ok(lock_value(&lock))
+}
+
+fn acquire_many(context: &mut Context, resources: &[Value], client: &str) -> Answer {
+    let names = resources
+        .iter()
+        .enumerate()
+        .map(|(index, value)| match value {
+            Value::Str(name) => Ok(name.clone()),
+            other => Err(CallError::NotAName {
+                index,
+                kind: other.type_name(),
+            }),
+        })
+        .collect::<Result<Vec<String>, CallError>>()?;
+    let observed = context.store.acquire_many(&names, client);
+    let locks = context.observe(observed);
+    match &locks {
+        Ok(locks) => {
+            for lock in locks {
+                context.event(&lock.resource, client, Ok(Effect::Granted));
+            }
+        }
+        Err(error) => context.event(&names.join(", "), client, Err(error.clone())),
+    }
+    Ok(Value::Array(locks?.iter().map(lock_value).collect()))
+}
+
+/// A token from a call, if it is at least `least`.
+fn token(token: i32, least: i32) -> Result<u32, CallError> {
+    u32::try_from(token)
+        .ok()
+        .filter(|_| token >= least)
+        .ok_or(CallError::BadToken { token, least })
+}
+
+fn check(context: &mut Context, resource: &str, client: &str, given: i32) -> Answer {
+    let given = token(given, 1)?;
+    let current = context.observe(context.store.check(resource, client, given))?;
+    Ok(Value::Bool(current))
+}
+
+fn release(context: &mut Context, resource: &str, client: &str, given: i32) -> Answer {
+    let given = token(given, 1)?;
+    let observed = context.store.release(resource, client, given);
+    context.change(observed, Effect::Released, resource, client)?;
+    Ok(Value::Nil)
+}
+
+fn break_lock(
+    context: &mut Context,
+    resource: &str,
+    holder: &str,
+    given: i32,
+    reason: &str,
+) -> Answer {
+    let given = token(given, 0)?;
+    let why = store::Reason {
+        reason,
+        caller: context.caller,
+    };
+    let observed = context.store.break_lock(resource, holder, given, &why);
+    let lock = context.change(observed, Effect::Released, resource, holder)?;
+    Ok(lock_value(&lock))
+}
+
+fn fence(context: &mut Context, client: &str, reason: &str) -> Answer {
+    let why = store::Reason {
+        reason,
+        caller: context.caller,
+    };
+    let observed = context.store.fence(client, &why);
+    let locks = context.observe(observed);
+    match &locks {
+        Ok(locks) => {
+            for lock in locks {
+                context.event(&lock.resource, client, Ok(Effect::Released));
+            }
+        }
+        Err(error) => context.event("(every lock)", client, Err(error.clone())),
+    }
+    Ok(Value::Array(locks?.iter().map(lock_value).collect()))
+}
+
+/// A lock as `acquire` and the other fencing methods return it.
+fn lock_value(lock: &Lock) -> Value {
+    Value::Struct(vec![
+        ("resource".to_owned(), Value::Str(lock.resource.clone())),
+        ("client".to_owned(), Value::Str(lock.client.clone())),
+        ("token".to_owned(), token_value(lock.token)),
+        (
+            "since".to_owned(),
+            Value::DateTime(Utc::from_system(lock.since).iso8601_basic()),
+        ),
+    ])
+}
+
+/// A token as an XML-RPC int: tokens never pass `i32::MAX`.
+fn token_value(token: u32) -> Value {
+    Value::Int(i32::try_from(token).unwrap_or(i32::MAX))
 }
 
 fn status(context: &mut Context, resource: &str) -> Answer {
@@ -535,10 +751,12 @@ fn multicall(context: &mut Context, calls: &[Value]) -> Answer {
                 continue;
             }
         };
-        results.push(match run(context.store, &call, true, context.record) {
-            Ok(value) => Value::Array(vec![value]),
-            Err(error) => error.to_fault().to_value(),
-        });
+        results.push(
+            match run(context.store, &call, context.caller, true, context.record) {
+                Ok(value) => Value::Array(vec![value]),
+                Err(error) => error.to_fault().to_value(),
+            },
+        );
     }
     Ok(Value::Array(results))
 }
@@ -564,6 +782,7 @@ fn status_value(resource: &str, lock: Option<&Lock>) -> Value {
             "since".to_owned(),
             Value::DateTime(Utc::from_system(lock.since).iso8601_basic()),
         ));
+        members.push(("token".to_owned(), token_value(lock.token)));
     }
     Value::Struct(members)
 }
@@ -638,6 +857,10 @@ mod tests {
         assert_eq!(refused.kind(), Kind::Refused);
     }
 
+    fn dispatch_test(store: &Store, call: &Call) -> Reply {
+        dispatch(store, call, "127.0.0.1:1")
+    }
+
     fn call(method: &str, params: Vec<Value>) -> Call {
         Call {
             method: method.to_owned(),
@@ -653,7 +876,7 @@ mod tests {
     fn dispatch_runs_the_table() {
         let temp = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(&temp.path().join("locks")).unwrap();
-        let lock = |client: &str| dispatch(&store, &call("lock", strings(&["r", client])));
+        let lock = |client: &str| dispatch_test(&store, &call("lock", strings(&["r", client])));
 
         let granted = lock("a");
         assert_eq!(granted.value.as_ref().ok(), Some(&Value::Nil));
@@ -671,7 +894,7 @@ mod tests {
         );
 
         // Wrong parameters to a lock change are an event too, without a client.
-        let invalid = dispatch(
+        let invalid = dispatch_test(
             &store,
             &call("lock", vec![Value::Str("r".into()), Value::Int(1)]),
         );
@@ -685,18 +908,18 @@ mod tests {
             }]
         ));
 
-        let unknown = dispatch(&store, &call("frobnicate", vec![]));
+        let unknown = dispatch_test(&store, &call("frobnicate", vec![]));
         assert_eq!(unknown.method, None);
         assert_eq!(unknown.value.unwrap_err().code(), FaultCode::MethodNotFound);
 
-        let names = dispatch(&store, &call("system.listMethods", vec![]))
+        let names = dispatch_test(&store, &call("system.listMethods", vec![]))
             .value
             .unwrap();
         let Value::Array(names) = names else {
             panic!("{names:?}")
         };
         assert_eq!(names.len(), Method::all().count());
-        let signature = dispatch(
+        let signature = dispatch_test(
             &store,
             &call("system.methodSignature", strings(&["system.multicall"])),
         );
@@ -722,7 +945,7 @@ mod tests {
             Value::Int(3),
             entry("lock", strings(&["r", "a"])),
         ];
-        let reply = dispatch(&store, &call("system.multicall", vec![Value::Array(calls)]));
+        let reply = dispatch_test(&store, &call("system.multicall", vec![Value::Array(calls)]));
         let Ok(Value::Array(results)) = reply.value else {
             panic!("{:?}", reply.value)
         };

@@ -502,7 +502,7 @@ fn handle(shared: &Shared, mut request: Request) {
     };
     log::debug!("< {peer} {}", String::from_utf8_lossy(&body));
     let reply = match xmlrpc::parse_call(&body) {
-        Ok(call) => api::dispatch(&shared.store, &call),
+        Ok(call) => api::dispatch(&shared.store, &call, &peer),
         Err(fault) => {
             log::warn!("request from {peer} refused: {}", fault.message);
             Reply::malformed(fault)

@@ -127,7 +127,7 @@ fn introspection_and_multicall() {
     let lines: Vec<_> = out.lines().collect();
     assert_eq!(
         lines[0],
-        "['lock', 'locks', 'status', 'system.listMethods', 'system.methodHelp', 'system.methodSignature', 'system.multicall', 'unlock']"
+        "['acquire', 'acquire_many', 'break_lock', 'check', 'fence', 'lock', 'locks', 'release', 'status', 'system.listMethods', 'system.methodHelp', 'system.methodSignature', 'system.multicall', 'unlock']"
     );
     assert_eq!(lines[1], "[['nil', 'string', 'string']]");
     assert_eq!(lines[2], "[['array']]");

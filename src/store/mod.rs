@@ -50,6 +50,8 @@ use crate::names::{self, LOCK_SUFFIX, NameError};
 mod fencing;
 mod record;
 
+pub use fencing::{MAX_BATCH, MAX_TOKEN, Reason};
+
 use record::{Kind, Record, content_text, owner, read_lock_file};
 
 /// What linking a lock file came to.
