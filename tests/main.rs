@@ -11,6 +11,7 @@ mod systemd;
 mod crash;
 mod disk;
 mod durability;
+mod fencing;
 mod history;
 mod hostile;
 mod legacy;

@@ -50,9 +50,15 @@ impl Rpc {
     /// arrived (refused, reset, closed, or the hang guard ran out); the
     /// connection is then dropped and the next call opens a new one.
     pub fn call(&mut self, method: &str, params: &[&str]) -> io::Result<Outcome> {
+        let params = params.iter().map(|p| Value::Str((*p).to_owned())).collect();
+        self.call_values(method, params)
+    }
+
+    /// Call `method` with any parameters; as [`Rpc::call`].
+    pub fn call_values(&mut self, method: &str, params: Vec<Value>) -> io::Result<Outcome> {
         let body = xmlrpc::write_call(&Call {
             method: method.to_owned(),
-            params: params.iter().map(|p| Value::Str((*p).to_owned())).collect(),
+            params,
         });
         let result = self.exchange(&body);
         if result.is_err() {
