@@ -224,7 +224,7 @@ fn two_daemons_on_one_directory_hand_out_growing_tokens() {
         assert!(token > last, "{token} after {last}");
         last = token;
         let j = rng.below(2) as usize;
-        let release = vec![strings(&["vm1", "node1"]), vec![Value::Int(token)]].concat();
+        let release = [strings(&["vm1", "node1"]), vec![Value::Int(token)]].concat();
         assert!(rpcs[j].call_values("release", release).unwrap().is_nil());
     }
 }
@@ -277,7 +277,7 @@ fn acquire_many_is_all_or_nothing_under_contention() {
                                     panic!("{lock:?}")
                                 };
                                 let release =
-                                    vec![strings(&[r, &me]), vec![Value::Int(*token)]].concat();
+                                    [strings(&[r, &me]), vec![Value::Int(*token)]].concat();
                                 assert!(rpc.call_values("release", release).unwrap().is_nil());
                             }
                         }
