@@ -19,7 +19,7 @@ use lockd::client::{Client, Endpoint, Error};
 use lockd::clock::Utc;
 use lockd::json;
 use lockd::sys::{self, SignalSet};
-use lockd::xmlrpc::{FaultCode, Value};
+use lockd::xmlrpc::{Call, FaultCode, Value};
 
 /// Exit statuses (sysexits.h names where there is one).
 const REFUSED: u8 = 1;
@@ -66,6 +66,30 @@ enum Action {
         client: String,
         command: Vec<OsString>,
     },
+    Acquire {
+        resource: String,
+        client: String,
+    },
+    Check {
+        resource: String,
+        client: String,
+        token: i32,
+    },
+    Release {
+        resource: String,
+        client: String,
+        token: i32,
+    },
+    Break {
+        resource: String,
+        holder: String,
+        token: i32,
+        reason: String,
+    },
+    Fence {
+        client: String,
+        reason: String,
+    },
 }
 
 enum Parsed {
@@ -100,7 +124,15 @@ Usage: lockcmd [OPTIONS] lock RESOURCE CLIENT
        lockcmd [OPTIONS] unlock RESOURCE CLIENT
        lockcmd [OPTIONS] status RESOURCE
        lockcmd [OPTIONS] list
-       lockcmd [OPTIONS] run RESOURCE CLIENT -- COMMAND [ARGS...]";
+       lockcmd [OPTIONS] run RESOURCE CLIENT -- COMMAND [ARGS...]
+       lockcmd [OPTIONS] acquire RESOURCE CLIENT
+       lockcmd [OPTIONS] check RESOURCE CLIENT TOKEN
+       lockcmd [OPTIONS] release RESOURCE CLIENT TOKEN
+       lockcmd [OPTIONS] break RESOURCE HOLDER TOKEN --reason TEXT
+       lockcmd [OPTIONS] fence CLIENT --reason TEXT";
+
+/// The command words, for messages.
+const COMMANDS: &str = "lock, unlock, status, list, run, acquire, check, release, break and fence";
 
 fn options() -> Options {
     let mut opts = Options::new();
@@ -127,7 +159,17 @@ fn options() -> Options {
         ),
         "SECONDS",
     );
-    opts.optflag("", "json", "status and list: print JSON");
+    opts.optflag(
+        "",
+        "json",
+        "status, list, acquire, break and fence: print JSON",
+    );
+    opts.optopt(
+        "",
+        "reason",
+        "break and fence: why (required; it goes into lockd's audit trail)",
+        "TEXT",
+    );
     opts.optflag(
         "q",
         "quiet",
@@ -149,15 +191,30 @@ cluster agents.
   lock     take the lock on RESOURCE for CLIENT
   unlock   release the lock CLIENT holds on RESOURCE
   status   print who holds RESOURCE and since when, or that it is free
-  list     print every held lock, one per line: RESOURCE, CLIENT and SINCE
-           (UTC) separated by tabs; a tab, LF, CR or backslash in a name is
-           written as \\t, \\n, \\r or \\\\
-  run      take the lock, run COMMAND, and release the lock when COMMAND
-           exits, also when it fails; exit with COMMAND's status. SIGTERM,
-           SIGINT and SIGHUP sent to lockcmd are passed on to COMMAND. If
-           lockcmd itself is killed (SIGKILL, a crash, a lost node) the lock
-           stays held, so no other node takes over a resource whose user is
-           in an unknown state; release it by hand with unlock.
+  list     print every held lock, one per line: RESOURCE, CLIENT, SINCE
+           (UTC) and TOKEN separated by tabs; a tab, LF, CR or backslash in a
+           name is written as \\t, \\n, \\r or \\\\. TOKEN 0: a lock
+           without a fencing token (taken with lock, or by gocept.lockd)
+  run      take the lock (with acquire), run COMMAND with LOCKD_RESOURCE,
+           LOCKD_CLIENT and LOCKD_TOKEN in its environment, and release
+           that grant when COMMAND exits, also when it fails; exit with
+           COMMAND's status. SIGTERM, SIGINT and SIGHUP sent to lockcmd are
+           passed on to COMMAND. If lockcmd itself is killed (SIGKILL, a
+           crash, a lost node) the lock stays held, so no other node takes
+           over a resource whose user is in an unknown state; release it by
+           hand with unlock, or fence the node.
+
+Fencing (see docs/fencing.md):
+  acquire  take the lock like lock, and print its fencing token: a number
+           that only grows over the resource's history
+  check    exit 0 if CLIENT holds RESOURCE under TOKEN right now, 1 if not:
+           run it just before acting on the resource
+  release  release the lock CLIENT holds on RESOURCE under TOKEN, and only
+           that grant
+  break    remove the lock on RESOURCE if HOLDER holds it under TOKEN (0:
+           a lock without a token); print the lock removed, as list does
+  fence    release every lock CLIENT holds (its node was powered off);
+           print them, one per line, as list does
 
 --wait retries a lock that is held by someone else and a daemon that cannot
 be reached (nothing was sent), pausing 50 ms, doubling up to 1 s, with
@@ -173,6 +230,8 @@ Exit status:
   2    bad command line
   65   lockd rejected the call as invalid (e.g. a client name with a line
        break, or a method it does not have)
+  check: 0 if the grant is current, 1 if not; a TOKEN that is not a whole
+       number is a bad command line (2)
   69   lockd could not be reached, answered something that is not
        XML-RPC, the connection broke, or lockd could not use its lock
        directory
@@ -224,15 +283,29 @@ fn parse(mut args: Vec<OsString>, from_env: Option<&str>) -> Result<Parsed, Stri
     let wait = seconds(&matches, "wait", Duration::ZERO, true)?;
     let words: Vec<&str> = matches.free.iter().map(String::as_str).collect();
     let Some((&name, operands)) = words.split_first() else {
-        return Err("no command given; the commands are lock, unlock, status, list and run".into());
+        return Err(format!("no command given; the commands are {COMMANDS}"));
     };
-    let action = action(name, operands, command)?;
-    if matches.opt_present("wait") && !matches!(action, Action::Lock { .. } | Action::Run { .. }) {
-        return Err(format!("--wait is for lock and run, not {name}"));
+    let action = action(name, operands, command, matches.opt_str("reason"))?;
+    let waits = matches!(
+        action,
+        Action::Lock { .. } | Action::Run { .. } | Action::Acquire { .. }
+    );
+    if matches.opt_present("wait") && !waits {
+        return Err(format!("--wait is for lock, acquire and run, not {name}"));
     }
     let json = matches.opt_present("json");
-    if json && !matches!(action, Action::Status { .. } | Action::List) {
-        return Err(format!("--json is for status and list, not {name}"));
+    let prints = matches!(
+        action,
+        Action::Status { .. }
+            | Action::List
+            | Action::Acquire { .. }
+            | Action::Break { .. }
+            | Action::Fence { .. }
+    );
+    if json && !prints {
+        return Err(format!(
+            "--json is for status, list, acquire, break and fence, not {name}"
+        ));
     }
     Ok(Parsed::Run(Invocation {
         endpoint,
@@ -268,10 +341,25 @@ fn seconds(
 }
 
 /// The action the command word `name` and its operands ask for; `command`
-/// is what followed `--`, if anything did.
-fn action(name: &str, operands: &[&str], command: Option<Vec<OsString>>) -> Result<Action, String> {
+/// is what followed `--`, if anything did, and `reason` `--reason`.
+fn action(
+    name: &str,
+    operands: &[&str],
+    command: Option<Vec<OsString>>,
+    reason: Option<String>,
+) -> Result<Action, String> {
     if command.is_some() && name != "run" {
         return Err(format!("{name} takes no COMMAND after --; only run does"));
+    }
+    let needs_reason = matches!(name, "break" | "fence");
+    let reason = match (reason, needs_reason) {
+        (Some(reason), true) if !reason.trim().is_empty() => reason,
+        (_, true) => return Err(format!("{name} needs --reason TEXT: say why")),
+        (Some(_), false) => return Err(format!("--reason is for break and fence, not {name}")),
+        (None, false) => String::new(),
+    };
+    if let Some(action) = fencing_action(name, operands, &reason)? {
+        return Ok(action);
     }
     Ok(match name {
         "lock" => {
@@ -305,10 +393,68 @@ fn action(name: &str, operands: &[&str], command: Option<Vec<OsString>>) -> Resu
         }
         other => {
             return Err(format!(
-                "unknown command {other:?}; the commands are lock, unlock, status, list and run"
+                "unknown command {other:?}; the commands are {COMMANDS}"
             ));
         }
     })
+}
+
+/// The fencing commands' actions; `None` for another command word.
+fn fencing_action(name: &str, operands: &[&str], reason: &str) -> Result<Option<Action>, String> {
+    let names = ["RESOURCE", "CLIENT", "TOKEN"];
+    Ok(Some(match name {
+        "acquire" => {
+            let [resource, client] = operands_of(name, operands, ["RESOURCE", "CLIENT"])?;
+            Action::Acquire { resource, client }
+        }
+        "check" => {
+            let [resource, client, token] = operands_of(name, operands, names)?;
+            let token = token_arg(name, &token, 1)?;
+            Action::Check {
+                resource,
+                client,
+                token,
+            }
+        }
+        "release" => {
+            let [resource, client, token] = operands_of(name, operands, names)?;
+            let token = token_arg(name, &token, 1)?;
+            Action::Release {
+                resource,
+                client,
+                token,
+            }
+        }
+        "break" => {
+            let [resource, holder, token] =
+                operands_of(name, operands, ["RESOURCE", "HOLDER", "TOKEN"])?;
+            let token = token_arg(name, &token, 0)?;
+            Action::Break {
+                resource,
+                holder,
+                token,
+                reason: reason.to_owned(),
+            }
+        }
+        "fence" => {
+            let [client] = operands_of(name, operands, ["CLIENT"])?;
+            Action::Fence {
+                client,
+                reason: reason.to_owned(),
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// A TOKEN operand: a whole number of at least `least`.
+fn token_arg(command: &str, text: &str, least: i32) -> Result<i32, String> {
+    text.parse::<i32>()
+        .ok()
+        .filter(|t| *t >= least)
+        .ok_or_else(|| {
+            format!("{command}: TOKEN must be a whole number of at least {least}, not {text:?}")
+        })
 }
 
 /// A command's operands, one for each of `names`.
@@ -375,6 +521,168 @@ fn run(invocation: Invocation) -> u8 {
             client: name,
             command,
         } => run_locked(&mut client, &messages, &resource, &name, &command),
+        fencing => run_fencing(&mut client, &messages, json, fencing),
+    }
+}
+
+/// Carry out a fencing command; the exit status.
+fn run_fencing(client: &mut Client, messages: &Messages, json: bool, action: Action) -> u8 {
+    let result = match action {
+        Action::Acquire {
+            resource,
+            client: name,
+        } => acquire_waiting(client, &resource, &name, messages.wait)
+            .map(|grant| grant_text(&grant, json)),
+        Action::Check {
+            resource,
+            client: name,
+            token,
+        } => {
+            let call = fencing_call("check", &resource, &name, token, None);
+            return match client.call_values(&call) {
+                Ok(Value::Bool(true)) => 0,
+                Ok(Value::Bool(false)) => REFUSED,
+                Ok(_) => messages.fail(&unexpected(client.endpoint(), "check")),
+                Err(error) => messages.fail(&error),
+            };
+        }
+        Action::Release {
+            resource,
+            client: name,
+            token,
+        } => client
+            .call_values(&fencing_call("release", &resource, &name, token, None))
+            .map(|_| String::new()),
+        Action::Break {
+            resource,
+            holder,
+            token,
+            reason,
+        } => client
+            .call_values(&fencing_call(
+                "break_lock",
+                &resource,
+                &holder,
+                token,
+                Some(&reason),
+            ))
+            .and_then(|value| Grant::read(&value, client.endpoint()))
+            .map(|grant| {
+                if json {
+                    format!("{}\n", grant.json())
+                } else {
+                    grant.line()
+                }
+            }),
+        Action::Fence {
+            client: name,
+            reason,
+        } => fence_text(client, &name, &reason, json),
+        _ => return USAGE,
+    };
+    match result {
+        Ok(text) => print_out(&text),
+        Err(error) => messages.fail(&error),
+    }
+}
+
+/// A call of check, release or break_lock: resource, a client, a token and
+/// for break_lock the reason.
+fn fencing_call(
+    method: &str,
+    resource: &str,
+    client: &str,
+    token: i32,
+    reason: Option<&str>,
+) -> Call {
+    let mut params = vec![
+        Value::Str(resource.to_owned()),
+        Value::Str(client.to_owned()),
+        Value::Int(token),
+    ];
+    params.extend(reason.map(|r| Value::Str(r.to_owned())));
+    Call {
+        method: method.to_owned(),
+        params,
+    }
+}
+
+/// `fence` as lines like list's, or as a JSON array.
+fn fence_text(client: &mut Client, name: &str, reason: &str, json: bool) -> Result<String, Error> {
+    let Value::Array(items) = client.call("fence", &[name, reason])? else {
+        return Err(unexpected(client.endpoint(), "fence"));
+    };
+    let grants = items
+        .iter()
+        .map(|item| Grant::read(item, client.endpoint()))
+        .collect::<Result<Vec<Grant>, Error>>()?;
+    if json {
+        let objects: Vec<String> = grants.iter().map(Grant::json).collect();
+        return Ok(format!("[{}]\n", objects.join(",\n ")));
+    }
+    Ok(grants.iter().map(Grant::line).collect())
+}
+
+/// acquire's token alone, or the whole grant as JSON.
+fn grant_text(grant: &Grant, json: bool) -> String {
+    if json {
+        format!("{}\n", grant.json())
+    } else {
+        format!("{}\n", grant.token)
+    }
+}
+
+/// A grant, as acquire, break_lock and fence return it.
+struct Grant {
+    resource: String,
+    client: String,
+    token: i32,
+    /// RFC 3339, UTC.
+    since: String,
+}
+
+impl Grant {
+    fn read(value: &Value, endpoint: &Endpoint) -> Result<Grant, Error> {
+        match (
+            value.member("resource").and_then(Value::as_str),
+            value.member("client").and_then(Value::as_str),
+            value.member("token"),
+            value.member("since"),
+        ) {
+            (
+                Some(resource),
+                Some(client),
+                Some(Value::Int(token)),
+                Some(Value::DateTime(since)),
+            ) => Ok(Grant {
+                resource: resource.to_owned(),
+                client: client.to_owned(),
+                token: *token,
+                since: rfc3339(since),
+            }),
+            _ => Err(unexpected(endpoint, "a fencing call")),
+        }
+    }
+
+    fn json(&self) -> String {
+        format!(
+            "{{\"resource\": {}, \"client\": {}, \"token\": {}, \"since\": {}}}",
+            json::string(&self.resource),
+            json::string(&self.client),
+            self.token,
+            json::string(&self.since)
+        )
+    }
+
+    /// As `list` prints a lock.
+    fn line(&self) -> String {
+        format!(
+            "{}\t{}\t{}\t{}\n",
+            tsv(&self.resource),
+            tsv(&self.client),
+            self.since,
+            self.token
+        )
     }
 }
 
@@ -419,10 +727,11 @@ fn run_locked(
     name: &str,
     command: &[OsString],
 ) -> u8 {
-    if let Err(error) = lock_waiting(client, resource, name, messages.wait) {
-        return messages.fail_waiting(&error);
-    }
-    let status = match run_child(command) {
+    let grant = match acquire_waiting(client, resource, name, messages.wait) {
+        Ok(grant) => grant,
+        Err(error) => return messages.fail_waiting(&error),
+    };
+    let status = match run_child(command, &grant) {
         Ok(status) => status,
         Err(e) => {
             messages.say(&format!("cannot run {:?}: {e}", command[0]));
@@ -433,14 +742,16 @@ fn run_locked(
             }
         }
     };
-    let Err(error) = client.unlock(resource, name) else {
+    let release = fencing_call("release", resource, name, grant.token, None);
+    let Err(error) = client.call_values(&release) else {
         return status;
     };
     let hint = if error.is_refusal() {
         String::new()
     } else {
         format!(
-            "; it may still be held: check with 'lockcmd status {resource}' and release it with 'lockcmd unlock'"
+            "; it may still be held: check with 'lockcmd status {resource}' and release it with 'lockcmd release {resource} {name} {}'",
+            grant.token
         )
     };
     messages.say(&format!(
@@ -460,6 +771,10 @@ fn status_text(client: &mut Client, resource: &str, json: bool) -> Result<String
     let held = Held::from_status(&value, client.endpoint())?;
     Ok(match (json, held) {
         (true, held) => format!("{}\n", Held::json(resource, held.as_ref())),
+        (false, Some(held)) if held.token > 0 => format!(
+            "{resource} is locked by {} since {} (token {})\n",
+            held.client, held.since, held.token
+        ),
         (false, Some(held)) => format!(
             "{resource} is locked by {} since {}\n",
             held.client, held.since
@@ -491,7 +806,13 @@ fn list_text(client: &mut Client, json: bool) -> Result<String, Error> {
     Ok(rows
         .iter()
         .map(|(resource, held)| {
-            format!("{}\t{}\t{}\n", tsv(resource), tsv(&held.client), held.since)
+            format!(
+                "{}\t{}\t{}\t{}\n",
+                tsv(resource),
+                tsv(&held.client),
+                held.since,
+                held.token
+            )
         })
         .collect())
 }
@@ -504,14 +825,33 @@ fn lock_waiting(
     name: &str,
     wait: Duration,
 ) -> Result<(), Error> {
+    waiting(wait, || client.lock(resource, name))
+}
+
+/// `acquire`, retrying as [`lock_waiting`] does.
+fn acquire_waiting(
+    client: &mut Client,
+    resource: &str,
+    name: &str,
+    wait: Duration,
+) -> Result<Grant, Error> {
+    waiting(wait, || {
+        let value = client.call("acquire", &[resource, name])?;
+        Grant::read(&value, client.endpoint())
+    })
+}
+
+/// Make a call until it succeeds, retrying under `--wait` while the
+/// resource is held by someone else or lockd cannot be reached.
+fn waiting<T>(wait: Duration, mut call: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
     let deadline = Instant::now() + wait;
     let random = RandomState::new();
     let mut pause = FIRST_BACKOFF;
     let mut attempt = 0u64;
     loop {
         attempt += 1;
-        let error = match client.lock(resource, name) {
-            Ok(()) => return Ok(()),
+        let error = match call() {
+            Ok(done) => return Ok(done),
             Err(error) => error,
         };
         let retry = error.is_refusal() || matches!(error, Error::Unreachable { .. });
@@ -527,8 +867,9 @@ fn lock_waiting(
     }
 }
 
-/// Run the command with the stop signals passed on; its exit status.
-fn run_child(command: &[OsString]) -> io::Result<u8> {
+/// Run the command with the stop signals passed on, and the grant in its
+/// environment; its exit status.
+fn run_child(command: &[OsString], grant: &Grant) -> io::Result<u8> {
     const FORWARDED: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
     // Block the signals, so they wait for `wait` below instead of ending
     // lockcmd, and SIGCHLD, which says the command has ended. The command
@@ -536,7 +877,11 @@ fn run_child(command: &[OsString]) -> io::Result<u8> {
     let set = SignalSet::of(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
     set.block()?;
     let mut child = Command::new(&command[0]);
-    child.args(&command[1..]);
+    child
+        .args(&command[1..])
+        .env("LOCKD_RESOURCE", &grant.resource)
+        .env("LOCKD_CLIENT", &grant.client)
+        .env("LOCKD_TOKEN", grant.token.to_string());
     set.unblock_in_child(&mut child);
     let mut child = child.spawn()?;
     let status = loop {
@@ -602,6 +947,8 @@ struct Held {
     client: String,
     /// RFC 3339, UTC.
     since: String,
+    /// 0: a lock without a token (or a lockd that does not send one).
+    token: i32,
 }
 
 impl Held {
@@ -617,6 +964,10 @@ impl Held {
                 Ok(Some(Held {
                     client: client.to_owned(),
                     since: rfc3339(since),
+                    token: match value.member("token") {
+                        Some(Value::Int(token)) => *token,
+                        _ => 0,
+                    },
                 }))
             }
             _ => Err(unexpected(endpoint, "status")),
@@ -626,10 +977,11 @@ impl Held {
     fn json(resource: &str, held: Option<&Held>) -> String {
         match held {
             Some(held) => format!(
-                "{{\"resource\": {}, \"locked\": true, \"client\": {}, \"since\": {}}}",
+                "{{\"resource\": {}, \"locked\": true, \"client\": {}, \"since\": {}, \"token\": {}}}",
                 json::string(resource),
                 json::string(&held.client),
-                json::string(&held.since)
+                json::string(&held.since),
+                held.token
             ),
             None => format!(
                 "{{\"resource\": {}, \"locked\": false}}",
