@@ -24,6 +24,9 @@ pub struct Config {
     /// How long a connection may stay silent before it is closed.
     pub idle_timeout: Duration,
     pub log_level: Option<log::LevelFilter>,
+    /// `--cluster-fs`: the lock directory may be on a network or cluster
+    /// filesystem, set up as docs/cluster.md says.
+    pub cluster_fs: bool,
 }
 
 /// What the command line asks for.
@@ -107,6 +110,11 @@ fn options() -> Options {
         "error, warn, info, debug, trace or off [$RUST_LOG, else info]",
         "LEVEL",
     );
+    opts.optflag(
+        "",
+        "cluster-fs",
+        "allow a lock directory on a network or cluster filesystem (NFS, GlusterFS, CephFS, OCFS2, ...) shared with lockd on other nodes; only once it is mounted as docs/cluster.md says",
+    );
     opts.optflag("h", "help", "print this help and exit");
     opts.optflag("V", "version", "print the version and exit");
     opts
@@ -180,6 +188,7 @@ pub fn parse(args: &[String], state_directory: Option<&str>) -> Result<Command, 
         threads,
         idle_timeout,
         log_level,
+        cluster_fs: matches.opt_present("cluster-fs"),
     }))
 }
 
@@ -203,7 +212,8 @@ mod tests {
                 listen: DEFAULT_LISTEN.into(),
                 threads: 2,
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
-                log_level: None
+                log_level: None,
+                cluster_fs: false,
             }
         );
         let Command::Run(config) = parse(&[], Some("/var/lib/lockd:/var/lib/other")).unwrap()

@@ -20,6 +20,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod filesystem;
 pub mod http;
 pub mod json;
 pub mod metrics;
@@ -66,6 +67,8 @@ pub enum RunError {
     },
     /// The server could not go on.
     Server(Fatal),
+    /// The lock directory is on a filesystem lockd may not run on as asked.
+    Filesystem(filesystem::Refusal),
 }
 
 impl fmt::Display for RunError {
@@ -85,6 +88,7 @@ impl fmt::Display for RunError {
                 )
             }
             RunError::Setup { what, source } => write!(f, "cannot {what}: {source}"),
+            RunError::Filesystem(refusal) => refusal.fmt(f),
             RunError::Server(fatal) => fatal.fmt(f),
         }
     }
@@ -96,6 +100,7 @@ impl std::error::Error for RunError {
             RunError::Store(error) => Some(error),
             RunError::Listen { source, .. } | RunError::Setup { source, .. } => Some(source),
             RunError::Server(fatal) => Some(fatal),
+            RunError::Filesystem(_) => None,
         }
     }
 }
@@ -150,7 +155,7 @@ pub fn run(config: &Config, activated: Option<TcpListener>) -> Result<(), RunErr
         log::debug!("could not raise the open file limit: {error}");
     }
     let notifier = Notifier::from_env();
-    let (store, report) = open_store(&config.dir)?;
+    let (store, report) = open_store(&config.dir, config.cluster_fs)?;
     let activated_socket = activated.is_some();
     let listener = match activated {
         Some(listener) => listener,
@@ -211,8 +216,23 @@ pub fn run(config: &Config, activated: Option<TcpListener>) -> Result<(), RunErr
 
 /// Open the lock directory and test its write path: it must work before
 /// lockd says it is ready.
-fn open_store(dir: &std::path::Path) -> Result<(Store, store::OpenReport), RunError> {
-    let (store, report) = Store::open(dir).map_err(RunError::Store)?;
+fn open_store(
+    dir: &std::path::Path,
+    cluster_fs: bool,
+) -> Result<(Store, store::OpenReport), RunError> {
+    let canonical = Store::make_dir(dir).map_err(RunError::Store)?;
+    let mount = filesystem::mount_of_dir(&canonical).map_err(|source| RunError::Setup {
+        what: "tell which filesystem the lock directory is on",
+        source,
+    })?;
+    if filesystem::check(&canonical, &mount, cluster_fs).map_err(RunError::Filesystem)? {
+        log::info!(
+            "the lock directory is on {} (mounted at {}), shared with other nodes (--cluster-fs)",
+            mount.fs_type,
+            mount.mount_point.display()
+        );
+    }
+    let (store, report) = Store::open(&canonical).map_err(RunError::Store)?;
     store.probe().map_err(RunError::Store)?;
     for name in &report.subdirectories {
         log::warn!(

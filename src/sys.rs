@@ -206,6 +206,22 @@ pub fn inode_of(fd: RawFd) -> io::Result<(u64, u64)> {
     Ok((stat.st_dev, stat.st_ino))
 }
 
+/// The filesystem type number (`f_type` of statfs(2)) of the filesystem
+/// `path` is on.
+pub fn filesystem_magic(path: &std::path::Path) -> io::Result<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    // SAFETY: statfs is plain data that statfs(2) fills in.
+    let mut info: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a buffer, both owned here.
+    if unsafe { libc::statfs(path.as_ptr(), &mut info) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // its type differs between targets
+    Ok(info.f_type as i64)
+}
+
 /// CPU time this process has used so far, all threads, user and system.
 pub fn cpu_time() -> io::Result<Duration> {
     // SAFETY: rusage is plain data that getrusage fills in.

@@ -322,6 +322,12 @@ impl Drop for Guard<'_> {
 }
 
 impl Store {
+    /// Create the lock directory if it is missing; its canonical path.
+    pub fn make_dir(dir: &Path) -> Result<PathBuf, Error> {
+        fs::create_dir_all(dir).map_err(|e| Error::io("create the lock directory", dir, e))?;
+        fs::canonicalize(dir).map_err(|e| Error::io("resolve", dir, e))
+    }
+
     /// Open (and create) the lock directory, and remove leftovers of writes
     /// an earlier run did not finish.
     pub fn open(dir: &Path) -> Result<(Store, OpenReport), Error> {
