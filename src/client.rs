@@ -184,6 +184,88 @@ impl std::error::Error for Error {
     }
 }
 
+/// Several lockd serving one lock directory (one per node, on a cluster
+/// filesystem): each call goes to the server that answered last, and
+/// moves on to the next one only when a server cannot be reached, which
+/// means nothing was sent. After a timeout or a broken reply the call may
+/// have been carried out, so it is not sent anywhere else: the error says
+/// which server it was.
+#[derive(Debug)]
+pub struct Servers {
+    clients: Vec<Client>,
+    current: usize,
+}
+
+impl Servers {
+    /// Clients for `endpoints`, tried in this order; at least one.
+    pub fn new(endpoints: Vec<Endpoint>, timeout: Duration) -> Servers {
+        Servers {
+            clients: endpoints
+                .into_iter()
+                .map(|endpoint| Client::new(endpoint, timeout))
+                .collect(),
+            current: 0,
+        }
+    }
+
+    /// The server the last call went to.
+    pub fn endpoint(&self) -> &Endpoint {
+        self.clients[self.current].endpoint()
+    }
+
+    /// `lock(resource, client)`.
+    pub fn lock(&mut self, resource: &str, client: &str) -> Result<(), Error> {
+        self.call("lock", &[resource, client]).map(drop)
+    }
+
+    /// `unlock(resource, client)`.
+    pub fn unlock(&mut self, resource: &str, client: &str) -> Result<(), Error> {
+        self.call("unlock", &[resource, client]).map(drop)
+    }
+
+    /// Call `method` with string parameters.
+    pub fn call(&mut self, method: &str, params: &[&str]) -> Result<Value, Error> {
+        self.call_values(&Call {
+            method: method.to_owned(),
+            params: params.iter().map(|p| Value::Str((*p).to_owned())).collect(),
+        })
+    }
+
+    /// Make one call, on the first server that can be reached.
+    pub fn call_values(&mut self, call: &Call) -> Result<Value, Error> {
+        let count = self.clients.len();
+        let mut unreachable = Vec::new();
+        for step in 0..count {
+            let i = (self.current + step) % count;
+            match self.clients[i].call_values(call) {
+                Err(Error::Unreachable { server, source }) => {
+                    unreachable.push((server, source));
+                }
+                answered => {
+                    self.current = i;
+                    return answered;
+                }
+            }
+        }
+        let Some((server, source)) = unreachable.pop() else {
+            return Err(Error::Protocol {
+                server: String::new(),
+                problem: "no server given".to_owned(),
+            });
+        };
+        let server = if unreachable.is_empty() {
+            server
+        } else {
+            let others: Vec<String> = unreachable
+                .iter()
+                .map(|(server, source)| format!("{server} ({source})"))
+                .collect();
+            format!("{server}, nor {}", others.join(", "))
+        };
+        Err(Error::Unreachable { server, source })
+    }
+}
+
 /// A connection to lockd, opened on the first call and kept open between
 /// calls. Not shared between threads: give each thread its own.
 #[derive(Debug)]

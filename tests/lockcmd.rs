@@ -640,3 +640,61 @@ fn run_passes_the_grant_to_the_command_and_releases_that_grant() {
     );
     assert_eq!(daemon.lock_files(), ["lockd.lock", "vm1.resource.last"]);
 }
+
+/// A port nothing listens on: bound, then closed.
+fn closed_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("bound address");
+    drop(listener);
+    addr.to_string()
+}
+
+#[test]
+fn several_servers_a_call_goes_to_the_first_that_can_be_reached() {
+    let first = Daemon::start();
+    let second = Daemon::start_in(&first.dir);
+    let down = closed_port();
+    let servers = format!("{down},{},{}", second.url(), first.url());
+    expect(&lockcmd(&servers, &["lock", "vm1", "node1"]), 0, "");
+    assert!(
+        second.log().contains("lock \"vm1\" by \"node1\""),
+        "{}",
+        second.log()
+    );
+    assert!(!first.log().contains("\"vm1\""), "{}", first.log());
+    let out = lockcmd(&servers, &["status", "vm1"]);
+    assert!(out.stdout.starts_with("vm1 is locked by node1"), "{out:?}");
+    // None can be reached: the message names them all.
+    let other = closed_port();
+    let out = lockcmd(&format!("{down},{other}"), &["lock", "vm2", "node1"]);
+    expect(
+        &out,
+        69,
+        &format!("cannot reach http://{other}/RPC2, nor http://{down}/RPC2"),
+    );
+    // LOCKD_URL takes the same list.
+    let listed = format!("{down},{}", first.url());
+    expect(
+        &run(command(&["unlock", "vm1", "node1"]).env("LOCKD_URL", &listed)),
+        0,
+        "",
+    );
+}
+
+#[test]
+fn after_a_timeout_the_call_is_not_sent_to_another_server() {
+    let daemon = Daemon::start();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent = listener.local_addr().expect("bound address");
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        let _ = (&stream).read_to_end(&mut Vec::new());
+    });
+    let servers = format!("{silent},{}", daemon.url());
+    let out = lockcmd(&servers, &["--timeout", "1", "lock", "vm1", "node1"]);
+    expect(&out, 75, &format!("{silent}"));
+    server.join().expect("the silent server ran");
+    // The lock was not taken elsewhere: the first call may have been done.
+    let status = lockcmd(&daemon.url(), &["status", "vm1"]);
+    assert_eq!(status.stdout, "vm1 is free\n");
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use getopts::Options;
 use lockd::cli::DEFAULT_LISTEN;
-use lockd::client::{Client, Endpoint, Error};
+use lockd::client::{Endpoint, Error, Servers};
 use lockd::clock::Utc;
 use lockd::json;
 use lockd::sys::{self, SignalSet};
@@ -39,7 +39,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// What the command line asks for.
 #[derive(Debug)]
 struct Invocation {
-    endpoint: Endpoint,
+    /// The servers to try, in order (`--server a,b,c`).
+    endpoints: Vec<Endpoint>,
     timeout: Duration,
     wait: Duration,
     quiet: bool,
@@ -140,7 +141,7 @@ fn options() -> Options {
         "s",
         "server",
         &format!(
-            "lockd's address, http://HOST:PORT/ or HOST:PORT [$LOCKD_URL, else {DEFAULT_LISTEN}]"
+            "lockd's address, http://HOST:PORT/ or HOST:PORT; several, separated by commas, for lockd on several nodes sharing one lock directory: a call goes to the first that can be reached [$LOCKD_URL, else {DEFAULT_LISTEN}]"
         ),
         "URL",
     );
@@ -278,7 +279,10 @@ fn parse(mut args: Vec<OsString>, from_env: Option<&str>) -> Result<Parsed, Stri
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or(7390);
-    let endpoint = Endpoint::parse(&server, default_port).map_err(|e| e.to_string())?;
+    let endpoints = server
+        .split(',')
+        .map(|one| Endpoint::parse(one.trim(), default_port).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<Endpoint>, String>>()?;
     let timeout = seconds(&matches, "timeout", DEFAULT_TIMEOUT, false)?;
     let wait = seconds(&matches, "wait", Duration::ZERO, true)?;
     let words: Vec<&str> = matches.free.iter().map(String::as_str).collect();
@@ -308,7 +312,7 @@ fn parse(mut args: Vec<OsString>, from_env: Option<&str>) -> Result<Parsed, Stri
         ));
     }
     Ok(Parsed::Run(Invocation {
-        endpoint,
+        endpoints,
         timeout,
         wait,
         quiet: matches.opt_present("quiet"),
@@ -484,14 +488,14 @@ fn operands_of<const N: usize>(
 /// Carry out the invocation; the exit status.
 fn run(invocation: Invocation) -> u8 {
     let Invocation {
-        endpoint,
+        endpoints,
         timeout,
         wait,
         quiet,
         json,
         action,
     } = invocation;
-    let mut client = Client::new(endpoint, timeout);
+    let mut client = Servers::new(endpoints, timeout);
     let messages = Messages { quiet, wait };
     match action {
         Action::Lock {
@@ -526,7 +530,7 @@ fn run(invocation: Invocation) -> u8 {
 }
 
 /// Carry out a fencing command; the exit status.
-fn run_fencing(client: &mut Client, messages: &Messages, json: bool, action: Action) -> u8 {
+fn run_fencing(client: &mut Servers, messages: &Messages, json: bool, action: Action) -> u8 {
     let result = match action {
         Action::Acquire {
             resource,
@@ -608,7 +612,7 @@ fn fencing_call(
 }
 
 /// `fence` as lines like list's, or as a JSON array.
-fn fence_text(client: &mut Client, name: &str, reason: &str, json: bool) -> Result<String, Error> {
+fn fence_text(client: &mut Servers, name: &str, reason: &str, json: bool) -> Result<String, Error> {
     let Value::Array(items) = client.call("fence", &[name, reason])? else {
         return Err(unexpected(client.endpoint(), "fence"));
     };
@@ -721,7 +725,7 @@ impl Messages {
 
 /// `run`: take the lock, run the command, release the lock; the exit status.
 fn run_locked(
-    client: &mut Client,
+    client: &mut Servers,
     messages: &Messages,
     resource: &str,
     name: &str,
@@ -766,7 +770,7 @@ fn run_locked(
 }
 
 /// `status` as a line of text or JSON.
-fn status_text(client: &mut Client, resource: &str, json: bool) -> Result<String, Error> {
+fn status_text(client: &mut Servers, resource: &str, json: bool) -> Result<String, Error> {
     let value = client.call("status", &[resource])?;
     let held = Held::from_status(&value, client.endpoint())?;
     Ok(match (json, held) {
@@ -784,7 +788,7 @@ fn status_text(client: &mut Client, resource: &str, json: bool) -> Result<String
 }
 
 /// `locks` as tab-separated lines, or as a JSON array.
-fn list_text(client: &mut Client, json: bool) -> Result<String, Error> {
+fn list_text(client: &mut Servers, json: bool) -> Result<String, Error> {
     let Value::Array(items) = client.call("locks", &[])? else {
         return Err(unexpected(client.endpoint(), "locks"));
     };
@@ -820,7 +824,7 @@ fn list_text(client: &mut Client, json: bool) -> Result<String, Error> {
 /// Take the lock, retrying under `--wait` while it is held by someone else
 /// or lockd cannot be reached.
 fn lock_waiting(
-    client: &mut Client,
+    client: &mut Servers,
     resource: &str,
     name: &str,
     wait: Duration,
@@ -830,7 +834,7 @@ fn lock_waiting(
 
 /// `acquire`, retrying as [`lock_waiting`] does.
 fn acquire_waiting(
-    client: &mut Client,
+    client: &mut Servers,
     resource: &str,
     name: &str,
     wait: Duration,
@@ -1054,7 +1058,12 @@ mod tests {
 
     fn server(args: &[&str], from_env: Option<&str>) -> String {
         match parse(args.iter().map(OsString::from).collect(), from_env) {
-            Ok(Parsed::Run(invocation)) => invocation.endpoint.to_string(),
+            Ok(Parsed::Run(invocation)) => invocation
+                .endpoints
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
             _ => panic!("{args:?} does not parse"),
         }
     }
