@@ -1,5 +1,6 @@
 //! The command line: options to a [`Config`], or help, or the version.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ pub struct Config {
     /// How long a connection may stay silent before it is closed.
     pub idle_timeout: Duration,
     pub log_level: Option<log::LevelFilter>,
+    /// `--cluster-fs`: the lock directory may be on a network or cluster
+    /// filesystem, set up as docs/cluster.md says.
+    pub cluster_fs: bool,
 }
 
 /// What the command line asks for.
@@ -31,6 +35,52 @@ pub enum Command {
     Run(Config),
     Help(String),
     Version(String),
+}
+
+/// What is wrong with a command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageError {
+    /// An unknown option, or one without its value.
+    Options(getopts::Fail),
+    /// An argument that is not an option.
+    Unexpected(String),
+    EmptyDir,
+    Threads(String),
+    IdleTimeout(String),
+    LogLevel(String),
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsageError::Options(fail) => fail.fmt(f),
+            UsageError::Unexpected(extra) => write!(
+                f,
+                "unexpected argument {extra:?}; lockd takes options only (see --help)"
+            ),
+            UsageError::EmptyDir => f.write_str("--dir needs a directory name"),
+            UsageError::Threads(n) => {
+                write!(f, "--threads takes a number from 1 to 1024, not {n:?}")
+            }
+            UsageError::IdleTimeout(n) => write!(
+                f,
+                "--idle-timeout takes a number of seconds from 1 to 86400, not {n:?}"
+            ),
+            UsageError::LogLevel(level) => write!(
+                f,
+                "--log-level takes error, warn, info, debug, trace or off, not {level:?}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UsageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UsageError::Options(fail) => Some(fail),
+            _ => None,
+        }
+    }
 }
 
 fn options() -> Options {
@@ -60,6 +110,11 @@ fn options() -> Options {
         "error, warn, info, debug, trace or off [$RUST_LOG, else info]",
         "LEVEL",
     );
+    opts.optflag(
+        "",
+        "cluster-fs",
+        "allow a lock directory on a network or cluster filesystem (NFS, GlusterFS, CephFS, OCFS2, ...) shared with lockd on other nodes; only once it is mounted as docs/cluster.md says",
+    );
     opts.optflag("h", "help", "print this help and exit");
     opts.optflag("V", "version", "print the version and exit");
     opts
@@ -88,8 +143,8 @@ pub fn short_usage() -> String {
 
 /// Parse the arguments (without the program name). `state_directory` is
 /// `$STATE_DIRECTORY`, which systemd sets for `StateDirectory=`.
-pub fn parse(args: &[String], state_directory: Option<&str>) -> Result<Command, String> {
-    let matches = options().parse(args).map_err(|e| e.to_string())?;
+pub fn parse(args: &[String], state_directory: Option<&str>) -> Result<Command, UsageError> {
+    let matches = options().parse(args).map_err(UsageError::Options)?;
     if matches.opt_present("help") {
         return Ok(Command::Help(usage()));
     }
@@ -100,16 +155,14 @@ pub fn parse(args: &[String], state_directory: Option<&str>) -> Result<Command, 
         )));
     }
     if let Some(extra) = matches.free.first() {
-        return Err(format!(
-            "unexpected argument {extra:?}; lockd takes options only (see --help)"
-        ));
+        return Err(UsageError::Unexpected(extra.clone()));
     }
     // systemd separates several state directories with ':'; the first is ours.
     let from_systemd = state_directory
         .and_then(|dirs| dirs.split(':').next())
         .filter(|d| !d.is_empty());
     let dir = match matches.opt_str("dir") {
-        Some(dir) if dir.is_empty() => return Err("--dir needs a directory name".into()),
+        Some(dir) if dir.is_empty() => return Err(UsageError::EmptyDir),
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(from_systemd.unwrap_or(DEFAULT_DIR)),
     };
@@ -120,29 +173,23 @@ pub fn parse(args: &[String], state_directory: Option<&str>) -> Result<Command, 
         None => 2,
         Some(n) => match n.parse::<usize>() {
             Ok(n) if (1..=1024).contains(&n) => n,
-            _ => {
-                return Err(format!(
-                    "--threads takes a number from 1 to 1024, not {n:?}"
-                ));
-            }
+            _ => return Err(UsageError::Threads(n)),
         },
     };
     let idle_timeout = match matches.opt_str("idle-timeout") {
         None => DEFAULT_IDLE_TIMEOUT,
         Some(n) => match n.parse::<u64>() {
             Ok(n) if (1..=86_400).contains(&n) => Duration::from_secs(n),
-            _ => {
-                return Err(format!(
-                    "--idle-timeout takes a number of seconds from 1 to 86400, not {n:?}"
-                ));
-            }
+            _ => return Err(UsageError::IdleTimeout(n)),
         },
     };
     let log_level = match matches.opt_str("log-level") {
         None => None,
-        Some(level) => Some(level.parse().map_err(|_| {
-            format!("--log-level takes error, warn, info, debug, trace or off, not {level:?}")
-        })?),
+        Some(level) => Some(
+            level
+                .parse()
+                .map_err(|_| UsageError::LogLevel(level.clone()))?,
+        ),
     };
     Ok(Command::Run(Config {
         dir,
@@ -150,6 +197,7 @@ pub fn parse(args: &[String], state_directory: Option<&str>) -> Result<Command, 
         threads,
         idle_timeout,
         log_level,
+        cluster_fs: matches.opt_present("cluster-fs"),
     }))
 }
 
@@ -173,7 +221,8 @@ mod tests {
                 listen: DEFAULT_LISTEN.into(),
                 threads: 2,
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
-                log_level: None
+                log_level: None,
+                cluster_fs: false,
             }
         );
         let Command::Run(config) = parse(&[], Some("/var/lib/lockd:/var/lib/other")).unwrap()
@@ -210,33 +259,17 @@ mod tests {
         assert_eq!(config.log_level, Some(log::LevelFilter::Debug));
     }
 
+    fn mistake(list: &[&str]) -> String {
+        parse(&args(list), None).unwrap_err().to_string()
+    }
+
     #[test]
     fn mistakes_are_explained() {
-        assert!(
-            parse(&args(&["--threads", "0"]), None)
-                .unwrap_err()
-                .contains("1 to 1024")
-        );
-        assert!(
-            parse(&args(&["--idle-timeout", "0"]), None)
-                .unwrap_err()
-                .contains("1 to 86400")
-        );
-        assert!(
-            parse(&args(&["--log-level", "loud"]), None)
-                .unwrap_err()
-                .contains("--log-level")
-        );
-        assert!(
-            parse(&args(&["--bogus"]), None)
-                .unwrap_err()
-                .contains("bogus")
-        );
-        assert!(
-            parse(&args(&["extra"]), None)
-                .unwrap_err()
-                .contains("options only")
-        );
+        assert!(mistake(&["--threads", "0"]).contains("1 to 1024"));
+        assert!(mistake(&["--idle-timeout", "0"]).contains("1 to 86400"));
+        assert!(mistake(&["--log-level", "loud"]).contains("--log-level"));
+        assert!(mistake(&["--bogus"]).contains("bogus"));
+        assert!(mistake(&["extra"]).contains("options only"));
         assert!(matches!(parse(&args(&["-h"]), None), Ok(Command::Help(_))));
         assert!(matches!(
             parse(&args(&["-V"]), None),

@@ -1,7 +1,7 @@
 //! A small blocking XML-RPC client: one keep-alive HTTP/1.1 connection to
 //! lockd over `std::net`, the calls encoded and the replies decoded by
-//! [`crate::xmlrpc`]. `lockcmd` uses it, and so can anything else that calls
-//! lockd many times in a row.
+//! [`crate::xmlrpc`], sent and read by [`crate::http`]. `lockcmd` uses it,
+//! and so can anything else that calls lockd many times in a row.
 //!
 //! Every call has a deadline (`timeout`) covering the connect, the request
 //! and the whole reply. What went wrong is one of four [`Error`]s, chosen so
@@ -9,20 +9,12 @@
 //! (the call may have happened) from "the daemon said no".
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use crate::http::{self, ReadError, Response};
 use crate::xmlrpc::{self, Call, Fault, FaultCode, Value};
-
-/// The largest reply body read: a `locks()` answer for about a million locks.
-const MAX_BODY: usize = 256 << 20;
-
-/// The longest status or header line read.
-const MAX_LINE: usize = 16 << 10;
-
-/// The most header lines read.
-const MAX_HEADERS: usize = 100;
 
 /// Where lockd listens: what to connect to and which path to POST to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,14 +29,16 @@ impl Endpoint {
     /// Read `http://host[:port][/path]` or `host[:port]`. A URL without a
     /// port means port 80, as in any HTTP client; a bare host means lockd's
     /// default port, `default_port`.
-    pub fn parse(text: &str, default_port: u16) -> Result<Endpoint, String> {
+    pub fn parse(text: &str, default_port: u16) -> Result<Endpoint, AddressError> {
+        let bad = |problem| {
+            Err(AddressError {
+                address: text.to_owned(),
+                problem,
+            })
+        };
         let (rest, port) = match text.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (rest, 80),
-            Some((scheme, _)) => {
-                return Err(format!(
-                    "{text:?} is a {scheme}:// URL; lockd speaks plain HTTP, give http://host:port/"
-                ));
-            }
+            Some((scheme, _)) => return bad(AddressProblem::NotHttp(scheme.to_owned())),
             None => (text, default_port),
         };
         let (authority, path) = match rest.find(['/', '?', '#']) {
@@ -52,18 +46,17 @@ impl Endpoint {
             None => (rest, ""),
         };
         let path = path.split('#').next().unwrap_or_default();
-        let bad = |why: &str| Err(format!("{text:?} is not a server address: {why}"));
         if authority.is_empty() {
-            return bad("it names no host; give host:port or http://host:port/");
+            return bad(AddressProblem::NoHost);
         }
         if authority.contains('@') {
-            return bad("user names in URLs are not supported");
+            return bad(AddressProblem::UserName);
         }
         if authority
             .bytes()
             .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         {
-            return bad("it contains white space");
+            return bad(AddressProblem::WhiteSpace);
         }
         // The port follows the last ':' that is not inside [IPv6] brackets.
         let host_end = authority.rfind(']').map_or(0, |i| i + 1);
@@ -71,11 +64,11 @@ impl Endpoint {
             Some(i) => {
                 let (host, port) = authority.split_at(host_end + i);
                 if host.contains(':') && !host.starts_with('[') {
-                    return bad("write an IPv6 address in brackets, e.g. [::1]:7390");
+                    return bad(AddressProblem::UnbracketedIpv6);
                 }
                 match port[1..].parse::<u16>() {
                     Ok(p) if p > 0 => authority.to_owned(),
-                    _ => return bad("the port is not a number from 1 to 65535"),
+                    _ => return bad(AddressProblem::Port),
                 }
             }
             None => format!("{authority}:{port}"),
@@ -94,6 +87,47 @@ impl fmt::Display for Endpoint {
         write!(f, "http://{}{}", self.authority, self.path)
     }
 }
+
+/// Why a server address cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressError {
+    /// The address as given.
+    pub address: String,
+    pub problem: AddressProblem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressProblem {
+    /// A URL of another scheme than http.
+    NotHttp(String),
+    NoHost,
+    UserName,
+    WhiteSpace,
+    UnbracketedIpv6,
+    Port,
+}
+
+impl fmt::Display for AddressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let address = &self.address;
+        let why = match &self.problem {
+            AddressProblem::NotHttp(scheme) => {
+                return write!(
+                    f,
+                    "{address:?} is a {scheme}:// URL; lockd speaks plain HTTP, give http://host:port/"
+                );
+            }
+            AddressProblem::NoHost => "it names no host; give host:port or http://host:port/",
+            AddressProblem::UserName => "user names in URLs are not supported",
+            AddressProblem::WhiteSpace => "it contains white space",
+            AddressProblem::UnbracketedIpv6 => "write an IPv6 address in brackets, e.g. [::1]:7390",
+            AddressProblem::Port => "the port is not a number from 1 to 65535",
+        };
+        write!(f, "{address:?} is not a server address: {why}")
+    }
+}
+
+impl std::error::Error for AddressError {}
 
 /// Why a call gave no value.
 #[derive(Debug)]
@@ -150,6 +184,88 @@ impl std::error::Error for Error {
     }
 }
 
+/// Several lockd serving one lock directory (one per node, on a cluster
+/// filesystem): each call goes to the server that answered last, and
+/// moves on to the next one only when a server cannot be reached, which
+/// means nothing was sent. After a timeout or a broken reply the call may
+/// have been carried out, so it is not sent anywhere else: the error says
+/// which server it was.
+#[derive(Debug)]
+pub struct Servers {
+    clients: Vec<Client>,
+    current: usize,
+}
+
+impl Servers {
+    /// Clients for `endpoints`, tried in this order; at least one.
+    pub fn new(endpoints: Vec<Endpoint>, timeout: Duration) -> Servers {
+        Servers {
+            clients: endpoints
+                .into_iter()
+                .map(|endpoint| Client::new(endpoint, timeout))
+                .collect(),
+            current: 0,
+        }
+    }
+
+    /// The server the last call went to.
+    pub fn endpoint(&self) -> &Endpoint {
+        self.clients[self.current].endpoint()
+    }
+
+    /// `lock(resource, client)`.
+    pub fn lock(&mut self, resource: &str, client: &str) -> Result<(), Error> {
+        self.call("lock", &[resource, client]).map(drop)
+    }
+
+    /// `unlock(resource, client)`.
+    pub fn unlock(&mut self, resource: &str, client: &str) -> Result<(), Error> {
+        self.call("unlock", &[resource, client]).map(drop)
+    }
+
+    /// Call `method` with string parameters.
+    pub fn call(&mut self, method: &str, params: &[&str]) -> Result<Value, Error> {
+        self.call_values(&Call {
+            method: method.to_owned(),
+            params: params.iter().map(|p| Value::Str((*p).to_owned())).collect(),
+        })
+    }
+
+    /// Make one call, on the first server that can be reached.
+    pub fn call_values(&mut self, call: &Call) -> Result<Value, Error> {
+        let count = self.clients.len();
+        let mut unreachable = Vec::new();
+        for step in 0..count {
+            let i = (self.current + step) % count;
+            match self.clients[i].call_values(call) {
+                Err(Error::Unreachable { server, source }) => {
+                    unreachable.push((server, source));
+                }
+                answered => {
+                    self.current = i;
+                    return answered;
+                }
+            }
+        }
+        let Some((server, source)) = unreachable.pop() else {
+            return Err(Error::Protocol {
+                server: String::new(),
+                problem: "no server given".to_owned(),
+            });
+        };
+        let server = if unreachable.is_empty() {
+            server
+        } else {
+            let others: Vec<String> = unreachable
+                .iter()
+                .map(|(server, source)| format!("{server} ({source})"))
+                .collect();
+            format!("{server}, nor {}", others.join(", "))
+        };
+        Err(Error::Unreachable { server, source })
+    }
+}
+
 /// A connection to lockd, opened on the first call and kept open between
 /// calls. Not shared between threads: give each thread its own.
 #[derive(Debug)]
@@ -194,16 +310,16 @@ impl Client {
     /// Make one call. A kept-open connection that the server has closed in
     /// the meantime is replaced once, transparently.
     pub fn call_values(&mut self, call: &Call) -> Result<Value, Error> {
-        let body = xmlrpc::write_call(call);
-        let mut request = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: lockd-client/{}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
-            self.endpoint.path,
-            self.endpoint.authority,
-            env!("CARGO_PKG_VERSION"),
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(&body);
+        let user_agent = concat!("lockd-client/", env!("CARGO_PKG_VERSION"));
+        let request = http::post(
+            &self.endpoint.path,
+            &[
+                ("Host", &self.endpoint.authority),
+                ("User-Agent", user_agent),
+                ("Content-Type", "text/xml"),
+            ],
+            &xmlrpc::write_call(call),
+        );
 
         let reused = self.stream.is_some();
         let response = match self.exchange(&request) {
@@ -260,7 +376,7 @@ impl Client {
                 _ => Attempt::Stale(format!("the connection broke while sending: {e}")),
             });
         }
-        let response = match read_response(&mut reader) {
+        let response = match http::read_response(&mut reader) {
             Ok(response) => response,
             Err(ReadError::Io(e))
                 if matches!(
@@ -371,303 +487,11 @@ impl Write for Deadline<'_> {
     }
 }
 
-/// An HTTP reply.
-#[derive(Debug, PartialEq, Eq)]
-struct Response {
-    status: u16,
-    reason: String,
-    content_type: Option<String>,
-    body: Vec<u8>,
-    keep_alive: bool,
-}
-
-#[derive(Debug)]
-enum ReadError {
-    /// The connection ended before the first byte of a reply.
-    Closed,
-    Io(io::Error),
-    Malformed(String),
-}
-
-impl From<io::Error> for ReadError {
-    fn from(e: io::Error) -> ReadError {
-        ReadError::Io(e)
-    }
-}
-
-fn malformed(problem: impl Into<String>) -> ReadError {
-    ReadError::Malformed(problem.into())
-}
-
-/// Read one HTTP/1.x reply: skip `1xx` interim replies, then read the body
-/// by `Content-Length`, chunked, or up to the end of the connection.
-fn read_response(r: &mut impl BufRead) -> Result<Response, ReadError> {
-    // Tell a server that speaks something else at once, not at the timeout.
-    let first = r.fill_buf()?;
-    if first.is_empty() {
-        return Err(ReadError::Closed);
-    }
-    let n = first.len().min(5);
-    if first[..n] != b"HTTP/"[..n] {
-        return Err(malformed("it did not answer HTTP"));
-    }
-    loop {
-        let line = read_line(r)?;
-        let mut parts = line.splitn(3, ' ');
-        let version = parts.next().unwrap_or_default();
-        let status = parts.next().and_then(|s| {
-            (s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| s.parse::<u16>().ok())?
-        });
-        let (Some(status), true) = (status, version.starts_with("HTTP/1.")) else {
-            return Err(malformed(format!(
-                "it did not answer HTTP/1.x (status line {line:?})"
-            )));
-        };
-        let reason = parts.next().unwrap_or_default().trim().to_owned();
-        let mut keep_alive = version != "HTTP/1.0";
-        let (mut length, mut chunked, mut content_type) = (None, false, None);
-        let mut count = 0;
-        loop {
-            let header = read_line(r)?;
-            if header.is_empty() {
-                break;
-            }
-            count += 1;
-            if count > MAX_HEADERS {
-                return Err(malformed("its reply has too many header lines"));
-            }
-            let Some((name, value)) = header.split_once(':') else {
-                return Err(malformed(format!("bad header line {header:?}")));
-            };
-            let value = value.trim();
-            match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => match value.parse::<usize>() {
-                    Ok(n) if length.is_none_or(|l| l == n) => length = Some(n),
-                    _ => return Err(malformed(format!("bad Content-Length {value:?}"))),
-                },
-                "transfer-encoding" => {
-                    chunked = value
-                        .rsplit(',')
-                        .next()
-                        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-                }
-                "connection" => {
-                    for token in value.split(',').map(str::trim) {
-                        if token.eq_ignore_ascii_case("close") {
-                            keep_alive = false;
-                        } else if token.eq_ignore_ascii_case("keep-alive") {
-                            keep_alive = true;
-                        }
-                    }
-                }
-                "content-type" => content_type = Some(value.to_ascii_lowercase()),
-                _ => {}
-            }
-        }
-        if (100..200).contains(&status) {
-            continue;
-        }
-        let body = if chunked {
-            read_chunked(r)?
-        } else if let Some(length) = length {
-            if length > MAX_BODY {
-                return Err(malformed(format!(
-                    "its reply is too large ({length} bytes)"
-                )));
-            }
-            let mut body = vec![0; length];
-            r.read_exact(&mut body).map_err(cut_short)?;
-            body
-        } else {
-            // No length given: the body runs to the end of the connection.
-            keep_alive = false;
-            let mut body = Vec::new();
-            r.take(MAX_BODY as u64 + 1).read_to_end(&mut body)?;
-            if body.len() > MAX_BODY {
-                return Err(malformed("its reply is too large"));
-            }
-            body
-        };
-        return Ok(Response {
-            status,
-            reason,
-            content_type,
-            body,
-            keep_alive,
-        });
-    }
-}
-
-fn read_chunked(r: &mut impl BufRead) -> Result<Vec<u8>, ReadError> {
-    let mut body = Vec::new();
-    loop {
-        let line = read_line(r)?;
-        let size = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size, 16)
-            .map_err(|_| malformed(format!("bad chunk size line {line:?}")))?;
-        if size == 0 {
-            // Trailer fields, up to an empty line.
-            while !read_line(r)?.is_empty() {}
-            return Ok(body);
-        }
-        if body.len().saturating_add(size) > MAX_BODY {
-            return Err(malformed("its reply is too large"));
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        r.read_exact(&mut body[start..]).map_err(cut_short)?;
-        if !read_line(r)?.is_empty() {
-            return Err(malformed("a chunk is longer than its size line says"));
-        }
-    }
-}
-
-/// One line without its CR LF, as text.
-fn read_line(r: &mut impl BufRead) -> Result<String, ReadError> {
-    let mut line = Vec::new();
-    r.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line)?;
-    if line.last() != Some(&b'\n') {
-        return Err(if line.len() > MAX_LINE {
-            malformed("its reply has an overlong line")
-        } else {
-            malformed("the connection closed in the middle of the reply")
-        });
-    }
-    line.pop();
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    String::from_utf8(line).map_err(|_| malformed("its reply head is not text"))
-}
-
-fn cut_short(e: io::Error) -> ReadError {
-    if e.kind() == io::ErrorKind::UnexpectedEof {
-        malformed("the connection closed in the middle of the reply")
-    } else {
-        ReadError::Io(e)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::BufRead;
     use std::net::TcpListener;
-
-    fn read(bytes: &[u8]) -> Result<Response, ReadError> {
-        read_response(&mut &bytes[..])
-    }
-
-    fn problem(bytes: &[u8]) -> String {
-        match read(bytes) {
-            Err(ReadError::Malformed(problem)) => problem,
-            other => panic!("expected a malformed reply, got {other:?}"),
-        }
-    }
-
-    const NIL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<methodResponse>\n<params>\n<param>\n<value><nil/></value>\n</param>\n</params>\n</methodResponse>\n";
-
-    #[test]
-    fn content_length_reply_as_tiny_http_sends_it() {
-        let bytes = format!(
-            "HTTP/1.1 200 OK\r\nServer: tiny-http (Rust)\r\nDate: Sun, 29 Nov 2026 15:04:05 GMT\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{NIL}",
-            NIL.len()
-        );
-        let response = read(bytes.as_bytes()).unwrap();
-        assert_eq!(
-            response,
-            Response {
-                status: 200,
-                reason: "OK".into(),
-                content_type: Some("text/xml".into()),
-                body: NIL.as_bytes().to_vec(),
-                keep_alive: true,
-            }
-        );
-        assert_eq!(
-            xmlrpc::parse_response(&response.body).unwrap(),
-            Ok(Value::Nil)
-        );
-    }
-
-    #[test]
-    fn chunked_reply_with_extensions_and_trailer() {
-        let bytes = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n";
-        let response = read(bytes).unwrap();
-        assert_eq!(response.body, b"hello world");
-        assert!(response.keep_alive);
-    }
-
-    #[test]
-    fn interim_replies_are_skipped() {
-        let bytes = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-        assert_eq!(read(bytes).unwrap().body, b"ok");
-    }
-
-    #[test]
-    fn who_closes_the_connection() {
-        let close = read(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-        assert!(!close.unwrap().keep_alive);
-        let old = read(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
-        assert!(!old.keep_alive);
-        let old_kept =
-            read(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n");
-        assert!(old_kept.unwrap().keep_alive);
-        // Without a length the body is the rest of the connection.
-        let to_eof = read(b"HTTP/1.1 200 OK\r\n\r\nall of it").unwrap();
-        assert_eq!(
-            (to_eof.body.as_slice(), to_eof.keep_alive),
-            (&b"all of it"[..], false)
-        );
-    }
-
-    #[test]
-    fn error_pages_are_read_as_such() {
-        let page = read(b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 12\r\n\r\n<h1>404</h1>").unwrap();
-        assert_eq!((page.status, page.reason.as_str()), (404, "Not Found"));
-        assert_eq!(
-            page.content_type.as_deref(),
-            Some("text/html; charset=utf-8")
-        );
-        assert_eq!(page.body, b"<h1>404</h1>");
-    }
-
-    #[test]
-    fn not_http_or_cut_short() {
-        assert!(matches!(read(b""), Err(ReadError::Closed)));
-        assert_eq!(
-            problem(b"SSH-2.0-OpenSSH_9.6\r\n"),
-            "it did not answer HTTP"
-        );
-        assert_eq!(problem(b"<html>"), "it did not answer HTTP");
-        assert!(problem(b"HTTP/2 200\r\n\r\n").contains("HTTP/1.x"));
-        assert!(problem(b"HTTP/1.1 2000 OK\r\n\r\n").contains("status line"));
-        for cut in [
-            &b"HTTP/1.1 200 OK\r\nContent-Len"[..],
-            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
-        ] {
-            assert!(problem(cut).contains("middle of the reply"), "{cut:?}");
-        }
-        assert!(
-            problem(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").contains("Content-Length")
-        );
-        assert!(
-            problem(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab")
-                .contains("Content-Length")
-        );
-        assert!(problem(b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n").contains("header"));
-        assert!(
-            problem(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
-                .contains("chunk size")
-        );
-        assert!(
-            problem(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n")
-                .contains("longer")
-        );
-        let long = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_LINE));
-        assert!(problem(long.as_bytes()).contains("overlong"));
-    }
 
     #[test]
     fn endpoints() {
@@ -701,6 +525,14 @@ mod tests {
         assert_eq!(
             ok("[::1]:7390", "/x").unwrap().to_string(),
             "http://[::1]:7390/x"
+        );
+        assert_eq!(
+            parse("node1:0").unwrap_err().to_string(),
+            "\"node1:0\" is not a server address: the port is not a number from 1 to 65535"
+        );
+        assert_eq!(
+            parse("https://n/").unwrap_err().to_string(),
+            "\"https://n/\" is a https:// URL; lockd speaks plain HTTP, give http://host:port/"
         );
     }
 

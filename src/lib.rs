@@ -11,17 +11,23 @@
 //! names to file names), [`xmlrpc`] (the codec), [`api`] (the methods),
 //! [`server`] (HTTP), [`metrics`] (what `GET /metrics` shows), [`systemd`]
 //! (readiness, watchdog, socket activation, the self-test behind
-//! `GET /health`), [`clock`] (UTC times), [`client`] (the XML-RPC client
-//! `lockcmd` uses).
+//! `GET /health`), [`sys`] (the OS calls std lacks), [`clock`] (UTC times),
+//! [`client`] (the XML-RPC client `lockcmd` uses), [`http`] (the request
+//! writer and reply reader of the client, the benchmark and the tests),
+//! [`json`] (JSON strings for the tools' output).
 
 pub mod api;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod filesystem;
+pub mod http;
+pub mod json;
 pub mod metrics;
 pub mod names;
 pub mod server;
 pub mod store;
+pub mod sys;
 pub mod systemd;
 #[cfg(test)]
 mod testing;
@@ -29,14 +35,16 @@ pub mod xmlrpc;
 
 use std::fmt;
 use std::io::{self, Write};
-use std::net::{TcpListener, ToSocketAddrs};
-use std::os::unix::io::{AsFd, AsRawFd};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::cli::Config;
 use crate::metrics::Metrics;
+use crate::server::Fatal;
 use crate::store::Store;
+use crate::sys::{SignalSet, SocketTimeout};
 use crate::systemd::{Health, Monitor, Notifier};
 
 /// A reply that cannot be written for this long is given up.
@@ -57,7 +65,10 @@ pub enum RunError {
         what: &'static str,
         source: io::Error,
     },
-    Failed(String),
+    /// The server could not go on.
+    Server(Fatal),
+    /// The lock directory is on a filesystem lockd may not run on as asked.
+    Filesystem(filesystem::Refusal),
 }
 
 impl fmt::Display for RunError {
@@ -77,7 +88,8 @@ impl fmt::Display for RunError {
                 )
             }
             RunError::Setup { what, source } => write!(f, "cannot {what}: {source}"),
-            RunError::Failed(why) => write!(f, "{why}"),
+            RunError::Filesystem(refusal) => refusal.fmt(f),
+            RunError::Server(fatal) => fatal.fmt(f),
         }
     }
 }
@@ -87,7 +99,8 @@ impl std::error::Error for RunError {
         match self {
             RunError::Store(error) => Some(error),
             RunError::Listen { source, .. } | RunError::Setup { source, .. } => Some(source),
-            RunError::Failed(_) => None,
+            RunError::Server(fatal) => Some(fatal),
+            RunError::Filesystem(_) => None,
         }
     }
 }
@@ -155,40 +168,28 @@ fn counted(n: u64, noun: &str) -> String {
     }
 }
 
-/// Run the daemon until SIGTERM or SIGINT.
-pub fn run(config: &Config) -> Result<(), RunError> {
+/// Run the daemon until SIGTERM or SIGINT. `activated` is the socket
+/// systemd passed, if any (see [`systemd::take_listener`], which must run
+/// before any thread starts); without one lockd listens on `--listen`.
+pub fn run(config: &Config, activated: Option<TcpListener>) -> Result<(), RunError> {
     // Block the stop signals before any thread starts, so every thread
     // inherits the mask and only the main thread receives them.
-    let signals = stop_signals();
-    // SAFETY: sigset initialised by stop_signals; blocking signals is sound.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &signals, std::ptr::null_mut()) };
-    raise_file_limit();
-    // Still the only thread: take systemd's socket (and its environment
-    // variables) now.
-    let activated = systemd::take_listener().map_err(|source| RunError::Setup {
-        what: "use the socket passed by systemd (LISTEN_FDS)",
+    let signals = SignalSet::of(&[libc::SIGTERM, libc::SIGINT]);
+    signals.block().map_err(|source| RunError::Setup {
+        what: "block SIGTERM and SIGINT",
         source,
     })?;
-    let notifier = Notifier::from_env();
-
-    let (store, report) = Store::open(&config.dir).map_err(RunError::Store)?;
-    // The write path must work before lockd says it is ready.
-    store.probe().map_err(RunError::Store)?;
-    for name in &report.foreign {
-        log::warn!(
-            "{:?} in the lock directory is not a name lockd writes (gocept.lockd did not encode names); lockd will not see it: rename it to the encoded name or remove it",
-            name
-        );
+    if let Err(error) = sys::raise_file_limit() {
+        log::debug!("could not raise the open file limit: {error}");
     }
+    let notifier = Notifier::from_env();
+    let (store, report) = open_store(&config.dir, config.cluster_fs)?;
     let activated_socket = activated.is_some();
     let listener = match activated {
         Some(listener) => listener,
         None => listen(&config.listen)?,
     };
-    set_socket_timeouts(&listener, config.idle_timeout).map_err(|source| RunError::Setup {
-        what: "set socket timeouts",
-        source,
-    })?;
+    set_socket_timeouts(&listener, config.idle_timeout)?;
     let address = listener.local_addr().map_err(|source| RunError::Setup {
         what: "read the bound address",
         source,
@@ -218,10 +219,68 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     .map_err(threads_failed)?;
     let monitor = Monitor::start(Arc::clone(&store), health, metrics, notifier.clone())
         .map_err(threads_failed)?;
+    log_started(&address, activated_socket, &store, &report);
+    notifier.tell(&format!(
+        "READY=1\nSTATUS=listening on http://{address}/ with lock directory {}",
+        store.dir().display()
+    ));
+
+    let outcome = wait_for_stop(&signals, &running);
+    notifier.tell("STOPPING=1");
+    log::info!("stopping: no new requests; waiting up to {STOP_GRACE:?} for those in flight");
+    let finished = running.stop(STOP_GRACE);
+    monitor.stop();
+    store.remove_temporaries();
+    let signal = outcome.map_err(RunError::Server)?;
+    if finished {
+        log::info!("stopped on signal {signal}");
+    } else {
+        log::warn!(
+            "stopped on signal {signal}; some requests did not finish within {STOP_GRACE:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Open the lock directory and test its write path: it must work before
+/// lockd says it is ready.
+fn open_store(
+    dir: &std::path::Path,
+    cluster_fs: bool,
+) -> Result<(Store, store::OpenReport), RunError> {
+    let canonical = Store::make_dir(dir).map_err(RunError::Store)?;
+    let mount = filesystem::mount_of_dir(&canonical).map_err(|source| RunError::Setup {
+        what: "tell which filesystem the lock directory is on",
+        source,
+    })?;
+    if filesystem::check(&canonical, &mount, cluster_fs).map_err(RunError::Filesystem)? {
+        log::info!(
+            "the lock directory is on {} (mounted at {}), shared with other nodes (--cluster-fs)",
+            mount.fs_type,
+            mount.mount_point.display()
+        );
+    }
+    let (store, report) = Store::open(&canonical).map_err(RunError::Store)?;
+    store.probe().map_err(RunError::Store)?;
+    for name in &report.subdirectories {
+        log::warn!(
+            "{name:?} in the lock directory is a directory: gocept.lockd kept locks on names beginning {:?} in it, which lockd does not look into, so lockd refuses such names while it exists; remove it once it holds no locks",
+            format!("{name}/")
+        );
+    }
+    for name in &report.foreign {
+        log::warn!(
+            "{name:?} in the lock directory is a lock file lockd cannot tie to a resource (it names a resource it is not filed under, or its name is not UTF-8, as gocept.lockd wrote under a Latin-1 locale); lockd refuses every resource its name could stand for (a name that is not UTF-8, read as Latin-1) but cannot release it: release it with the daemon that took it, or remove it once nobody holds it"
+        );
+    }
+    Ok((store, report))
+}
+
+fn log_started(address: &SocketAddr, activated: bool, store: &Store, report: &store::OpenReport) {
     log::info!(
         "lockd {} listening on http://{address}/{} with lock directory {} ({} held{})",
         env!("CARGO_PKG_VERSION"),
-        if activated_socket {
+        if activated {
             " (socket from systemd)"
         } else {
             ""
@@ -237,31 +296,6 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             String::new()
         }
     );
-
-    notifier.tell(&format!(
-        "READY=1\nSTATUS=listening on http://{address}/ with lock directory {}",
-        store.dir().display()
-    ));
-
-    let outcome = wait_for_stop(&signals, &running);
-    notifier.tell("STOPPING=1");
-    log::info!("stopping: no new requests; waiting up to {STOP_GRACE:?} for those in flight");
-    let finished = running.stop(STOP_GRACE);
-    monitor.stop();
-    store.remove_temporaries();
-    match outcome {
-        Ok(signal) => {
-            if finished {
-                log::info!("stopped on signal {signal}");
-            } else {
-                log::warn!(
-                    "stopped on signal {signal}; some requests did not finish within {STOP_GRACE:?}"
-                );
-            }
-            Ok(())
-        }
-        Err(why) => Err(RunError::Failed(why)),
-    }
 }
 
 /// Whether stderr is the file `device:inode` names, as systemd recommends
@@ -280,31 +314,14 @@ fn stderr_is(device_inode: &str) -> bool {
         .is_ok_and(|m| Some(m.dev()) == device.parse().ok() && Some(m.ino()) == inode.parse().ok())
 }
 
-fn stop_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill a local sigset_t.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        set
-    }
-}
-
-/// Wait for a stop signal, or for the server to fail.
-fn wait_for_stop(signals: &libc::sigset_t, running: &server::Running) -> Result<i32, String> {
-    let timeout = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 200_000_000,
-    };
+/// Wait for a stop signal (its number), or for the server to fail.
+fn wait_for_stop(signals: &SignalSet, running: &server::Running) -> Result<i32, Fatal> {
     loop {
-        // SAFETY: sigtimedwait with a valid set and timeout; no info wanted.
-        let signal = unsafe { libc::sigtimedwait(signals, std::ptr::null_mut(), &timeout) };
-        if signal > 0 {
-            return Ok(signal);
+        if let Some(received) = signals.wait(Duration::from_millis(200)) {
+            return Ok(received.signal);
         }
-        if let Some(why) = running.fatal() {
-            return Err(why);
+        if let Some(fatal) = running.fatal() {
+            return Err(fatal);
         }
     }
 }
@@ -320,42 +337,12 @@ fn listen(address: &str) -> Result<TcpListener, RunError> {
 
 /// Accepted sockets inherit the listener's timeouts on Linux; tiny_http
 /// sets none of its own. `idle` closes a connection silent for that long.
-fn set_socket_timeouts(listener: &TcpListener, idle: Duration) -> io::Result<()> {
-    for (option, timeout) in [
-        (libc::SO_RCVTIMEO, idle),
-        (libc::SO_SNDTIMEO, WRITE_TIMEOUT),
-    ] {
-        let value = libc::timeval {
-            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-            tv_usec: 0,
-        };
-        // SAFETY: setsockopt on an open socket with a correctly sized timeval.
-        let rc = unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&value as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Every connection is a socket and a thread: allow as many sockets as the
-/// hard limit lets us.
-fn raise_file_limit() {
-    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
+fn set_socket_timeouts(listener: &TcpListener, idle: Duration) -> Result<(), RunError> {
+    let socket = listener.as_fd();
+    sys::set_socket_timeout(socket, SocketTimeout::Receive, idle)
+        .and_then(|()| sys::set_socket_timeout(socket, SocketTimeout::Send, WRITE_TIMEOUT))
+        .map_err(|source| RunError::Setup {
+            what: "set socket timeouts",
+            source,
+        })
 }

@@ -3,7 +3,9 @@
 
 use std::process::ExitCode;
 
+use lockd::RunError;
 use lockd::cli::{self, Command};
+use lockd::systemd;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -14,13 +16,22 @@ fn main() -> ExitCode {
             println!("{text}");
             return ExitCode::SUCCESS;
         }
-        Err(message) => {
-            eprintln!("lockd: {message}\n{}", cli::short_usage());
+        Err(error) => {
+            eprintln!("lockd: {error}\n{}", cli::short_usage());
             return ExitCode::from(2);
         }
     };
     lockd::init_logging(config.log_level);
-    match lockd::run(&config) {
+    // SAFETY: nothing above starts a thread (parsing options and setting up
+    // the logger do not), and nothing else takes file descriptor 3.
+    let activated = unsafe { systemd::take_listener() };
+    let result = activated
+        .map_err(|source| RunError::Setup {
+            what: "use the socket passed by systemd (LISTEN_FDS)",
+            source,
+        })
+        .and_then(|activated| lockd::run(&config, activated));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             log::error!("{error}");

@@ -13,8 +13,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::api::{self, Event, Outcome, Reply};
-use crate::xmlrpc::FaultCode;
+use crate::api::{Effect, Event, Kind, Method, Reply};
 
 /// Upper bounds (seconds) of the duration histograms' buckets: a lock call
 /// is normally one fsync, so 100 µs to 10 s covers a fast SSD to a sick disk.
@@ -22,12 +21,50 @@ const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 ];
 
-/// How an answered call ended, the `outcome` label.
-const OUTCOMES: [&str; 4] = ["ok", "refused", "fault", "error"];
+/// How an answered call ended: the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    /// Fault 1: one of the three refusals.
+    Refused,
+    /// Another fault, for a call that cannot be carried out as made.
+    Fault,
+    /// A lock directory failure (fault -32603).
+    Error,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 4] = [
+        Outcome::Ok,
+        Outcome::Refused,
+        Outcome::Fault,
+        Outcome::Error,
+    ];
+
+    fn of(reply: &Reply) -> Outcome {
+        match &reply.value {
+            Ok(_) => Outcome::Ok,
+            Err(error) => match error.kind() {
+                Kind::Refused => Outcome::Refused,
+                Kind::Invalid => Outcome::Fault,
+                Kind::Failed => Outcome::Error,
+            },
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::Fault => "fault",
+            Outcome::Error => "error",
+        }
+    }
+}
 
 /// The `method` label of calls to methods lockd does not serve, or of
 /// bodies that are not an XML-RPC call at all.
-pub const OTHER_METHOD: &str = "other";
+const OTHER_METHOD: &str = "other";
 
 /// A latency histogram with fixed buckets.
 pub struct Histogram {
@@ -79,9 +116,9 @@ impl Histogram {
 
 /// Every metric lockd exports.
 pub struct Metrics {
-    /// `requests[m][o]`: calls to `methods[m]` with outcome `OUTCOMES[o]`.
-    requests: Vec<[AtomicU64; OUTCOMES.len()]>,
-    methods: Vec<&'static str>,
+    /// `requests[m][o]`: calls to method `m` (by [`Method::index`], the
+    /// last slot for [`OTHER_METHOD`]) with outcome `Outcome::ALL[o]`.
+    requests: Vec<[AtomicU64; Outcome::ALL.len()]>,
     refusals: AtomicU64,
     errors: AtomicU64,
     locks_held: AtomicI64,
@@ -95,14 +132,10 @@ pub struct Metrics {
 impl Metrics {
     /// Fresh metrics, with `locks_held` locks found in the directory at start-up.
     pub fn new(locks_held: usize) -> Metrics {
-        let mut methods: Vec<&'static str> = api::method_names().collect();
-        methods.push(OTHER_METHOD);
         Metrics {
-            requests: methods
-                .iter()
+            requests: (0..=Method::all().count())
                 .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
                 .collect(),
-            methods,
             refusals: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             locks_held: AtomicI64::new(i64::try_from(locks_held).unwrap_or(i64::MAX)),
@@ -112,39 +145,21 @@ impl Metrics {
         }
     }
 
-    /// The `method` label for a call to `name`: the method itself when lockd
-    /// serves it, else [`OTHER_METHOD`], so that callers cannot grow the
-    /// label set.
-    pub fn method_label(&self, name: &str) -> &'static str {
-        self.methods
-            .iter()
-            .copied()
-            .find(|m| *m == name)
-            .unwrap_or(OTHER_METHOD)
-    }
-
-    /// Count an answered XML-RPC call to `method` (a [`Metrics::method_label`])
-    /// that took `elapsed` up to its reply, with what it did.
-    pub fn record_call(&self, method: &'static str, reply: &Reply, elapsed: Duration) {
-        let internal = matches!(&reply.value, Err(f) if f.code == FaultCode::Internal);
-        let outcome = match &reply.value {
-            Ok(_) => "ok",
-            Err(fault) if fault.code == FaultCode::Refused => "refused",
-            Err(_) if internal => "error",
-            Err(_) => "fault",
-        };
-        let m = self.methods.iter().position(|&x| x == method);
-        let o = OUTCOMES.iter().position(|&x| x == outcome);
-        if let (Some(m), Some(o)) = (m, o) {
-            self.requests[m][o].fetch_add(1, Ordering::Relaxed);
+    /// Count an answered XML-RPC call that took `elapsed` up to its reply,
+    /// with what it did.
+    pub fn record_call(&self, reply: &Reply, elapsed: Duration) {
+        let m = reply.method.map_or(self.requests.len() - 1, Method::index);
+        let o = Outcome::of(reply) as usize;
+        if let Some(counts) = self.requests.get(m) {
+            counts[o].fetch_add(1, Ordering::Relaxed);
         }
         // A multicall answers Ok even when some of its members failed: its
         // events say what each lock and unlock did.
         let failed = reply
             .events
             .iter()
-            .any(|e| matches!(e.outcome, Outcome::Failed(_)));
-        if internal || failed {
+            .any(|e| matches!(&e.outcome, Err(error) if error.kind() == Kind::Failed));
+        if Outcome::of(reply) == Outcome::Error || failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
         for event in &reply.events {
@@ -154,17 +169,17 @@ impl Metrics {
     }
 
     fn record_event(&self, event: &Event) {
-        match (&event.outcome, event.method) {
-            (Outcome::Done, "lock") => {
+        match &event.outcome {
+            Ok(Effect::Granted) => {
                 self.locks_held.fetch_add(1, Ordering::Relaxed);
             }
-            (Outcome::Done, "unlock") => {
+            Ok(Effect::Released) => {
                 self.locks_held.fetch_sub(1, Ordering::Relaxed);
             }
-            (Outcome::Refused(_), _) => {
+            Err(error) if error.kind() == Kind::Refused => {
                 self.refusals.fetch_add(1, Ordering::Relaxed);
             }
-            _ => {}
+            Err(_) => {}
         }
     }
 
@@ -211,11 +226,13 @@ impl Metrics {
             "# HELP lockd_requests_total XML-RPC calls answered, by method (\"other\" for unknown methods and malformed calls) and outcome (ok, refused: fault 1, fault: another fault, error: lock directory failure)"
         );
         let _ = writeln!(out, "# TYPE lockd_requests_total counter");
-        for (method, counts) in self.methods.iter().zip(&self.requests) {
-            for (outcome, count) in OUTCOMES.iter().zip(counts) {
+        let methods = Method::all().map(Method::name).chain([OTHER_METHOD]);
+        for (method, counts) in methods.zip(&self.requests) {
+            for (outcome, count) in Outcome::ALL.iter().zip(counts) {
                 let _ = writeln!(
                     out,
-                    "lockd_requests_total{{method=\"{method}\",outcome=\"{outcome}\"}} {}",
+                    "lockd_requests_total{{method=\"{method}\",outcome=\"{}\"}} {}",
+                    outcome.label(),
                     count.load(Ordering::Relaxed)
                 );
             }
@@ -256,10 +273,15 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xmlrpc::{Fault, Value};
+    use std::sync::Arc;
 
-    fn reply(value: Result<Value, Fault>, events: Vec<Event>) -> Reply {
+    use crate::api::CallError;
+    use crate::store::{self, Refusal};
+    use crate::xmlrpc::Value;
+
+    fn reply(method: &str, value: Result<Value, CallError>, events: Vec<Event>) -> Reply {
         Reply {
+            method: Method::named(method),
             value,
             seq: 0,
             events,
@@ -286,36 +308,35 @@ mod tests {
     #[test]
     fn calls_are_counted_by_method_and_outcome() {
         let m = Metrics::new(2);
-        let lock = m.method_label("lock");
-        assert_eq!(lock, "lock");
-        assert_eq!(m.method_label("frobnicate"), OTHER_METHOD);
-        let event = |method, outcome| Event {
-            method,
+        let event = |method: &str, outcome| Event {
+            method: Method::named(method).unwrap(),
             resource: "r".into(),
             client: Some("c".into()),
             outcome,
         };
+        let refused = CallError::Store(Arc::new(store::Error::Refused(Refusal::NotLocked)));
+        let disk = CallError::Store(Arc::new(store::Error::Io {
+            action: "write",
+            path: "/locks/r.resource.lock".into(),
+            source: std::io::Error::other("disk"),
+        }));
+        let lock_ok = event("lock", Ok(Effect::Granted));
         m.record_call(
-            lock,
-            &reply(Ok(Value::Nil), vec![event("lock", Outcome::Done)]),
+            &reply("lock", Ok(Value::Nil), vec![lock_ok]),
             Duration::ZERO,
         );
+        let lock_refused = event("lock", Err(refused.clone()));
         m.record_call(
-            lock,
-            &reply(
-                Err(Fault::new(FaultCode::Refused, "no")),
-                vec![event("lock", Outcome::Refused("no".into()))],
-            ),
+            &reply("lock", Err(refused), vec![lock_refused]),
             Duration::ZERO,
         );
+        let unlock_failed = event("unlock", Err(disk.clone()));
         m.record_call(
-            m.method_label("unlock"),
-            &reply(
-                Err(Fault::new(FaultCode::Internal, "disk")),
-                vec![event("unlock", Outcome::Failed("disk".into()))],
-            ),
+            &reply("unlock", Err(disk), vec![unlock_failed]),
             Duration::ZERO,
         );
+        let unknown = CallError::NoMethod("frobnicate".into());
+        m.record_call(&reply("frobnicate", Err(unknown), vec![]), Duration::ZERO);
         let out = m.render(SystemTime::now());
         assert!(out.contains("lockd_locks_held 3\n"), "{out}");
         assert!(
@@ -328,6 +349,10 @@ mod tests {
         );
         assert!(
             out.contains("lockd_requests_total{method=\"unlock\",outcome=\"error\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("lockd_requests_total{method=\"other\",outcome=\"fault\"} 1\n"),
             "{out}"
         );
         assert!(out.contains("lockd_refusals_total 1\n"), "{out}");

@@ -1,11 +1,15 @@
 //! Resource names and client strings: what is accepted, and how a resource
 //! name becomes a file name that cannot leave the lock directory.
 //!
-//! Names made only of ASCII letters, digits, `.`, `_` and `-` (and not
-//! starting with `.`) are used as they are, so a directory written by
-//! gocept.lockd keeps working. Every other byte, a `%` and a leading `.` are
-//! percent-encoded (`%2F` for `/`). The encoding is a bijection between names
-//! and canonical file stems: [`decode`] accepts only what [`encode`] produces.
+//! A lock on a resource is the file `<stem>.resource.lock`. The stem is the
+//! name itself, byte for byte, whenever the name is one path component (no
+//! `/`, no NUL): that is where gocept.lockd kept its locks, so lockd and a
+//! legacy daemon sharing a directory see each other's locks ([`stem`]).
+//! A name with a `/` cannot be one file name; it is percent-encoded
+//! ([`encode`]): every byte outside `A-Z a-z 0-9 . _ -`, every `%` and a
+//! leading `.` become `%XX`. lockd 0.1 encoded every name that way, so a lock
+//! may also sit under the encoded stem of a name ([`stems`] lists both).
+//! [`decode`] accepts only what [`encode`] produces.
 
 use std::fmt;
 
@@ -15,21 +19,41 @@ pub const LOCK_SUFFIX: &str = ".resource.lock";
 /// The longest file name most filesystems accept (ext4, xfs, btrfs, NFS).
 const NAME_MAX: usize = 255;
 
-/// The longest encoded resource name: the file name must fit in `NAME_MAX`.
-pub const MAX_ENCODED_RESOURCE: usize = NAME_MAX - LOCK_SUFFIX.len();
+/// The longest stem: the file name must fit in `NAME_MAX`.
+pub const MAX_STEM: usize = NAME_MAX - LOCK_SUFFIX.len();
 
 /// The longest client string, in bytes.
 pub const MAX_CLIENT: usize = 1024;
 
-/// Why a resource name or client string is refused.
+/// Why a resource name, client string or other parameter is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameError {
     EmptyResource,
-    ResourceTooLong { encoded: usize },
+    ResourceTooLong {
+        stem: usize,
+    },
     EmptyClient,
-    ClientTooLong { len: usize },
+    ClientTooLong {
+        len: usize,
+    },
     ClientControl,
     ClientSpace,
+    /// gocept.lockd would keep the lock below this subdirectory of the lock
+    /// directory, which lockd does not look into.
+    LegacySubdirectory {
+        subdirectory: String,
+    },
+    /// `acquire_many` with no resource, or too many.
+    BatchSize {
+        len: usize,
+        max: usize,
+    },
+    /// `acquire_many` naming a resource twice.
+    Duplicate {
+        resource: String,
+    },
+    /// `break_lock` or `fence` without a reason.
+    NoReason,
 }
 
 impl fmt::Display for NameError {
@@ -38,9 +62,9 @@ impl fmt::Display for NameError {
             NameError::EmptyResource => {
                 write!(f, "the resource name is empty: name the resource to lock")
             }
-            NameError::ResourceTooLong { encoded } => write!(
+            NameError::ResourceTooLong { stem } => write!(
                 f,
-                "the resource name is too long: it encodes to a {encoded}-byte file name, the limit is {MAX_ENCODED_RESOURCE}; use a shorter name"
+                "the resource name is too long: its lock file name needs {stem} bytes before the suffix, the limit is {MAX_STEM}; use a shorter name"
             ),
             NameError::EmptyClient => {
                 write!(f, "the client string is empty: say who takes the lock")
@@ -59,6 +83,22 @@ impl fmt::Display for NameError {
                 f,
                 "the client string starts or ends with white space, which lock files do not keep (gocept.lockd stripped it); remove it"
             ),
+            NameError::BatchSize { len, max } => {
+                write!(f, "acquire_many takes 1 to {max} resources, got {len}")
+            }
+            NameError::Duplicate { resource } => write!(
+                f,
+                "acquire_many names {} twice: name each resource once",
+                py2repr(resource)
+            ),
+            NameError::NoReason => write!(
+                f,
+                "the reason is empty: say why (it goes into the audit trail)"
+            ),
+            NameError::LegacySubdirectory { subdirectory } => write!(
+                f,
+                "gocept.lockd would keep the lock on this name in the subdirectory {subdirectory:?} of the lock directory, which lockd does not look into, so lockd refuses names below it while it exists; remove that subdirectory once it holds no locks, or use a name without '/'"
+            ),
         }
     }
 }
@@ -69,11 +109,119 @@ fn is_plain(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-')
 }
 
-/// The file stem for a resource name, checked for length.
+/// Whether `resource` is one path component, and so its own stem.
+pub fn is_component(resource: &str) -> bool {
+    !resource.contains(['/', '\0'])
+}
+
+/// Where gocept.lockd kept the lock on a resource: it joined the lock
+/// directory and `<resource>.resource.lock` unchecked, so a `/` in the name
+/// walked the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegacyPath {
+    /// A file directly in the lock directory, with this stem: the name
+    /// itself, or what `./x` or `a/../x` comes to.
+    Stem(String),
+    /// A file below this subdirectory of the lock directory (`a/b`).
+    Subdirectory(String),
+    /// Outside the lock directory (`/etc/x`, `../x`): not a lock lockd or
+    /// gocept.lockd keeps in it.
+    Outside,
+}
+
+/// Where gocept.lockd kept the lock on `resource`, the path read as the
+/// kernel would once every directory on it exists.
+pub fn legacy_path(resource: &str) -> LegacyPath {
+    if is_component(resource) {
+        return LegacyPath::Stem(resource.to_owned());
+    }
+    if resource.starts_with('/') || resource.contains('\0') {
+        return LegacyPath::Outside;
+    }
+    let file = format!("{resource}{LOCK_SUFFIX}");
+    let mut parts: Vec<&str> = Vec::new();
+    for part in file.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return LegacyPath::Outside;
+                }
+            }
+            _ => parts.push(part),
+        }
+    }
+    // The last part ends with the suffix, so it is neither `.` nor `..`
+    // and is still there.
+    match parts.as_slice() {
+        [file] => LegacyPath::Stem(file.strip_suffix(LOCK_SUFFIX).unwrap_or(file).to_owned()),
+        [first, ..] => LegacyPath::Subdirectory((*first).to_owned()),
+        [] => LegacyPath::Outside,
+    }
+}
+
+/// The stem of the lock file lockd writes for `resource`: where
+/// gocept.lockd kept it when that is directly in the lock directory (the
+/// name itself, for any name without a `/`), else the percent-encoding.
+/// Checked for emptiness and length.
+pub fn stem(resource: &str) -> Result<String, NameError> {
+    if resource.is_empty() {
+        return Err(NameError::EmptyResource);
+    }
+    let LegacyPath::Stem(stem) = legacy_path(resource) else {
+        return encode(resource);
+    };
+    if stem.is_empty() {
+        return encode(resource);
+    }
+    if stem.len() > MAX_STEM {
+        return Err(NameError::ResourceTooLong { stem: stem.len() });
+    }
+    Ok(stem)
+}
+
+/// Every stem a lock on `resource` may be found under, [`stem`] first:
+/// also the encoded stem where it differs and fits, which lockd 0.1 wrote
+/// and which gocept.lockd would have written for a name that looks encoded.
+/// A lock file under any of them stops `resource` from being granted.
+pub fn stems(resource: &str) -> Result<Vec<String>, NameError> {
+    let mut stems = vec![stem(resource)?];
+    let encoded = encode(resource).ok();
+    let legacy = match legacy_path(resource) {
+        LegacyPath::Stem(legacy) => Some(legacy),
+        _ => None,
+    };
+    for other in [encoded, legacy].into_iter().flatten() {
+        if !stems.contains(&other) {
+            stems.push(other);
+        }
+    }
+    Ok(stems)
+}
+
+/// `resource` in Latin-1, if it has a letter beyond ASCII and all of them
+/// fit: the bytes a Python 2 gocept.lockd under a Latin-1 locale wrote.
+pub fn latin1(resource: &str) -> Option<Vec<u8>> {
+    if resource.is_ascii() || !is_component(resource) {
+        return None;
+    }
+    resource.chars().map(|c| u8::try_from(c).ok()).collect()
+}
+
+/// The percent-encoded stem for a resource name, checked for length.
 pub fn encode(resource: &str) -> Result<String, NameError> {
     if resource.is_empty() {
         return Err(NameError::EmptyResource);
     }
+    let out = encode_any(resource);
+    if out.len() > MAX_STEM {
+        return Err(NameError::ResourceTooLong { stem: out.len() });
+    }
+    Ok(out)
+}
+
+/// The percent-encoding of any text, whatever its length.
+pub fn encode_any(resource: &str) -> String {
     let mut out = String::with_capacity(resource.len());
     for (i, &byte) in resource.as_bytes().iter().enumerate() {
         if is_plain(byte) && !(i == 0 && byte == b'.') {
@@ -84,16 +232,13 @@ pub fn encode(resource: &str) -> Result<String, NameError> {
             out.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
     }
-    if out.len() > MAX_ENCODED_RESOURCE {
-        return Err(NameError::ResourceTooLong { encoded: out.len() });
-    }
-    Ok(out)
+    out
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
-/// The resource name of a file stem, if the stem is exactly what [`encode`]
-/// produces for some name.
+/// The name a percent-encoding stands for, if it is exactly what
+/// [`encode_any`] produces for some non-empty name.
 pub fn decode(stem: &str) -> Option<String> {
     let bytes = stem.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -110,12 +255,7 @@ pub fn decode(stem: &str) -> Option<String> {
         }
     }
     let name = String::from_utf8(out).ok()?;
-    (encode(&name).ok()? == stem).then_some(name)
-}
-
-/// The resource name of a lock file's name, if it is one lockd can serve.
-pub fn resource_of_file(file_name: &str) -> Option<String> {
-    decode(file_name.strip_suffix(LOCK_SUFFIX)?)
+    (!name.is_empty() && encode_any(&name) == stem).then_some(name)
 }
 
 /// Check a client string: it must come back from the lock file unchanged.
@@ -197,6 +337,39 @@ mod tests {
     }
 
     #[test]
+    fn stems_are_the_name_itself_unless_it_has_a_slash() {
+        assert_eq!(stems("vm1").unwrap(), ["vm1"]);
+        assert_eq!(stems("my vm").unwrap(), ["my vm", "my%20vm"]);
+        assert_eq!(stems("caf\u{e9}").unwrap(), ["caf\u{e9}", "caf%C3%A9"]);
+        assert_eq!(stems(".").unwrap(), [".", "%2E"]);
+        assert_eq!(stems("..").unwrap(), ["..", "%2E."]);
+        assert_eq!(stems("a%20b").unwrap(), ["a%20b", "a%2520b"]);
+        assert_eq!(stems("a/b").unwrap(), ["a%2Fb"]);
+        assert_eq!(stems("../../etc/x").unwrap(), ["%2E.%2F..%2Fetc%2Fx"]);
+        assert_eq!(stems("a\0b").unwrap(), ["a%00b"]);
+        // Where gocept.lockd's path walk ends in the directory itself.
+        assert_eq!(stems("./x").unwrap(), ["x", "%2E%2Fx"]);
+        assert_eq!(stems("a//../x").unwrap(), ["x", "a%2F%2F..%2Fx"]);
+        // gocept.lockd's lock on "./" is `.resource.lock`.
+        assert_eq!(stems("./").unwrap(), ["%2E%2F", ""]);
+    }
+
+    #[test]
+    fn legacy_paths_are_walked_as_the_kernel_would() {
+        use LegacyPath::*;
+        assert_eq!(legacy_path("my vm"), Stem("my vm".into()));
+        assert_eq!(legacy_path(".."), Stem("..".into()));
+        assert_eq!(legacy_path("./x"), Stem("x".into()));
+        assert_eq!(legacy_path("a/./../x"), Stem("x".into()));
+        assert_eq!(legacy_path("x/."), Subdirectory("x".into()));
+        assert_eq!(legacy_path("a//b"), Subdirectory("a".into()));
+        assert_eq!(legacy_path("a/b/c"), Subdirectory("a".into()));
+        assert_eq!(legacy_path("/etc/x"), Outside);
+        assert_eq!(legacy_path("../x"), Outside);
+        assert_eq!(legacy_path("a/../../x"), Outside);
+    }
+
+    #[test]
     fn decode_accepts_only_canonical_stems() {
         assert_eq!(decode("a%20b").unwrap(), "a b");
         assert_eq!(decode("%2E.").unwrap(), "..");
@@ -240,18 +413,24 @@ mod tests {
 
     #[test]
     fn length_limits() {
-        assert!(encode(&"a".repeat(MAX_ENCODED_RESOURCE)).is_ok());
+        assert!(encode(&"a".repeat(MAX_STEM)).is_ok());
         assert_eq!(
-            encode(&"a".repeat(MAX_ENCODED_RESOURCE + 1)),
-            Err(NameError::ResourceTooLong {
-                encoded: MAX_ENCODED_RESOURCE + 1
-            })
+            encode(&"a".repeat(MAX_STEM + 1)),
+            Err(NameError::ResourceTooLong { stem: MAX_STEM + 1 })
         );
         assert_eq!(
             encode(&"/".repeat(81)),
-            Err(NameError::ResourceTooLong { encoded: 243 })
+            Err(NameError::ResourceTooLong { stem: 243 })
         );
         assert_eq!(encode(""), Err(NameError::EmptyResource));
+        assert_eq!(stem(""), Err(NameError::EmptyResource));
+        // 120 two-byte letters: 240 bytes as they are, 720 encoded.
+        let long = "\u{e9}".repeat(120);
+        assert_eq!(stems(&long).unwrap(), [long.as_str()]);
+        assert_eq!(
+            stem(&format!("{long}xy")),
+            Err(NameError::ResourceTooLong { stem: 242 })
+        );
     }
 
     #[test]

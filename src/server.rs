@@ -1,12 +1,16 @@
-//! The HTTP side: tiny_http, worker threads, the syncer, routing, and the one
-//! place where errors become faults and HTTP statuses.
+//! The HTTP side: tiny_http, worker threads, the syncer, routing, and where
+//! a call's typed error becomes its fault reply and a request's problems
+//! become HTTP statuses. (Faults of the members of a `system.multicall` are
+//! values inside its answer, made in api.rs.)
 //!
 //! Worker threads take requests from tiny_http and run them against the lock
-//! core. They never wait for the disk: a reply that depends on a change not
-//! yet on stable storage goes to the syncer thread, which fsyncs the lock
-//! directory once for everything queued and then sends those replies (group
-//! commit). A request whose body is not already in memory (large, chunked,
-//! or `Expect: 100-continue`) is read on a thread of its own, so a slow client
+//! core. They do not wait for the directory fsync: a reply that depends on a
+//! change not yet on stable storage goes to the syncer thread, which fsyncs
+//! the lock directory once for everything queued and then sends those
+//! replies (group commit). They do write and fsync a lock's content file,
+//! when no file for the same client and second exists yet (see store.rs).
+//! A request whose body is not already in memory (large, chunked, or
+//! `Expect: 100-continue`) is read on a thread of its own, so a slow client
 //! holds up nobody else.
 //!
 //! tiny_http ends its accept loop at the first failed `accept`, and on Linux
@@ -17,6 +21,7 @@
 //! the connections the old one still has until they have been quiet for an
 //! idle timeout.
 
+use std::fmt;
 use std::io::{self, Cursor};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
@@ -27,11 +32,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
-use crate::api::{self, Event, Outcome, Reply};
-use crate::metrics::{self, Metrics};
+use crate::api::{self, CallError, Effect, Event, Kind, Reply};
+use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::sys;
 use crate::systemd::Health;
-use crate::xmlrpc::{self, Fault, FaultCode};
+use crate::xmlrpc;
 
 /// How the server behaves; see the command line for the defaults.
 #[derive(Debug, Clone)]
@@ -62,8 +68,6 @@ struct Pending {
     request: Request,
     reply: Reply,
     started: Instant,
-    /// The called method, as a metrics label.
-    method: &'static str,
 }
 
 struct Shared {
@@ -85,7 +89,48 @@ struct Shared {
     drained: AtomicBool,
     slow_in_flight: AtomicUsize,
     abandoned: AtomicUsize,
-    fatal: Mutex<Option<String>>,
+    fatal: Mutex<Option<Fatal>>,
+}
+
+/// Why the server cannot go on. lockd then exits, so that systemd starts a
+/// fresh one.
+#[derive(Debug, Clone)]
+pub enum Fatal {
+    /// An accept loop ended and no new one could be started: `None` when
+    /// lockd was stopping anyway.
+    CannotRestart(Option<Arc<io::Error>>),
+    /// This many requests were abandoned, each keeping a socket.
+    Abandoned(usize),
+}
+
+impl fmt::Display for Fatal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fatal::CannotRestart(source) => {
+                f.write_str(
+                    "the HTTP server stopped accepting connections and cannot be restarted: ",
+                )?;
+                match source {
+                    Some(error) => error.fmt(f)?,
+                    None => f.write_str("lockd is stopping")?,
+                }
+                f.write_str("; exiting so that a restart serves again")
+            }
+            Fatal::Abandoned(n) => write!(
+                f,
+                "{n} requests abandoned; exiting so that a restart frees their sockets"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Fatal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Fatal::CannotRestart(Some(error)) => Some(&**error),
+            _ => None,
+        }
+    }
 }
 
 /// A tiny_http server, and a watch on its copy of the listening socket.
@@ -118,25 +163,14 @@ struct ListenerWatch {
 impl ListenerWatch {
     fn new(listener: &TcpListener) -> io::Result<ListenerWatch> {
         let fd = listener.as_raw_fd();
-        let (dev, ino) = inode_of(fd)?;
+        let (dev, ino) = sys::inode_of(fd)?;
         Ok(ListenerWatch { fd, dev, ino })
     }
 
     /// Whether the descriptor still holds the same socket (a closed
     /// descriptor's number may have been reused for another file).
     fn is_open(&self) -> bool {
-        inode_of(self.fd).is_ok_and(|id| id == (self.dev, self.ino))
-    }
-}
-
-fn inode_of(fd: RawFd) -> io::Result<(u64, u64)> {
-    // SAFETY: fstat into a zeroed stat buffer of the right type.
-    unsafe {
-        let mut stat: libc::stat = std::mem::zeroed();
-        if libc::fstat(fd, &mut stat) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok((stat.st_dev, stat.st_ino))
+        sys::inode_of(self.fd).is_ok_and(|id| id == (self.dev, self.ino))
     }
 }
 
@@ -202,7 +236,7 @@ pub fn start(
 
 impl Running {
     /// Why the server cannot go on, once it cannot.
-    pub fn fatal(&self) -> Option<String> {
+    pub fn fatal(&self) -> Option<Fatal> {
         self.shared
             .fatal
             .lock()
@@ -270,7 +304,7 @@ fn join_by(handle: thread::JoinHandle<()>, deadline: Instant) -> bool {
 }
 
 impl Shared {
-    fn fail(&self, why: String) {
+    fn fail(&self, why: Fatal) {
         log::error!("{why}");
         self.fatal
             .lock()
@@ -286,9 +320,7 @@ impl Shared {
         std::mem::forget(request);
         let n = self.abandoned.fetch_add(1, Ordering::SeqCst) + 1;
         if n >= MAX_ABANDONED {
-            self.fail(format!(
-                "{n} requests abandoned; exiting so that a restart frees their sockets"
-            ));
+            self.fail(Fatal::Abandoned(n));
         }
     }
 }
@@ -347,15 +379,11 @@ impl Shared {
         old: &Accepting,
         why: &str,
         quiet: bool,
-    ) -> Result<Accepting, String> {
-        let cannot = |e: &dyn std::fmt::Display| {
-            format!(
-                "the HTTP server stopped accepting connections and cannot be restarted: {e}; exiting so that a restart serves again"
-            )
-        };
+    ) -> Result<Accepting, Fatal> {
+        let cannot = |e: io::Error| Fatal::CannotRestart(Some(Arc::new(e)));
         let mut current = self.server.write().unwrap_or_else(PoisonError::into_inner);
         match current.as_ref() {
-            None => return Err(cannot(&"lockd is stopping")),
+            None => return Err(Fatal::CannotRestart(None)),
             Some(now) if !Arc::ptr_eq(&now.server, &old.server) => return Ok(now.clone()),
             Some(_) => {}
         }
@@ -371,9 +399,9 @@ impl Shared {
         let next = {
             let listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(listener) = listener.as_ref() else {
-                return Err(cannot(&"lockd is stopping"));
+                return Err(Fatal::CannotRestart(None));
             };
-            accepting(listener).map_err(|e| cannot(&e))?
+            accepting(listener).map_err(cannot)?
         };
         *current = Some(next.clone());
         drop(current);
@@ -381,7 +409,7 @@ impl Shared {
         let drainer = thread::Builder::new()
             .name("drainer".into())
             .spawn(move || drain(&shared, &old))
-            .map_err(|e| cannot(&e))?;
+            .map_err(cannot)?;
         let mut drainers = self.drainers.lock().unwrap_or_else(PoisonError::into_inner);
         drainers.retain(|d| !d.is_finished());
         drainers.push(drainer);
@@ -470,7 +498,32 @@ fn handle(shared: &Shared, mut request: Request) {
     let peer = peer_of(&request);
     let body = match read_body(&mut request, &shared.settings, started) {
         Ok(body) => body,
-        Err(BodyError::TooLarge(declared)) => {
+        Err(error) => return refuse_body(shared, request, &peer, error),
+    };
+    log::debug!("< {peer} {}", String::from_utf8_lossy(&body));
+    let reply = match xmlrpc::parse_call(&body) {
+        Ok(call) => api::dispatch(&shared.store, &call, &peer),
+        // Logged once, with its code, after the reply is sent.
+        Err(fault) => Reply::malformed(fault),
+    };
+    let pending = Pending {
+        request,
+        reply,
+        started,
+    };
+    if shared.store.is_durable(pending.reply.seq) {
+        finish(shared, pending);
+    } else {
+        let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.push(pending);
+        shared.queued.notify_one();
+    }
+}
+
+/// Answer a request whose body could not be read, and log why.
+fn refuse_body(shared: &Shared, request: Request, peer: &str, error: BodyError) {
+    match error {
+        BodyError::TooLarge(declared) => {
             let limit = shared.settings.max_body;
             log::warn!("request from {peer} refused: its body is larger than {limit} bytes");
             if declared > ABSURD_BODY {
@@ -482,51 +535,22 @@ fn handle(shared: &Shared, mut request: Request) {
             let message = format!(
                 "the request body is larger than {limit} bytes; lockd calls are a few hundred bytes\n"
             );
-            return send(request, plain(413, &message));
+            send(request, plain(413, &message))
         }
-        Err(BodyError::Slow) => {
+        BodyError::Slow => {
             log::warn!(
                 "request from {peer} refused: its body took longer than {:?}",
                 shared.settings.body_timeout
             );
-            return send(
+            send(
                 request,
                 plain(408, "the request body did not arrive in time\n"),
-            );
+            )
         }
-        Err(BodyError::Io(error)) => {
+        BodyError::Io(error) => {
             log::warn!("request from {peer} dropped: reading its body failed: {error}");
-            return send(request, plain(400, "the request body could not be read\n"));
+            send(request, plain(400, "the request body could not be read\n"))
         }
-    };
-    log::debug!("< {peer} {}", String::from_utf8_lossy(&body));
-    let (reply, method) = match xmlrpc::parse_call(&body) {
-        Ok(call) => (
-            api::dispatch(&shared.store, &call),
-            shared.metrics.method_label(&call.method),
-        ),
-        Err(fault) => {
-            // Logged once, with its code, after the reply is sent.
-            let reply = Reply {
-                value: Err(fault),
-                seq: 0,
-                events: Vec::new(),
-            };
-            (reply, metrics::OTHER_METHOD)
-        }
-    };
-    let pending = Pending {
-        request,
-        reply,
-        started,
-        method,
-    };
-    if shared.store.is_durable(pending.reply.seq) {
-        finish(shared, pending);
-    } else {
-        let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        queue.push(pending);
-        shared.queued.notify_one();
     }
 }
 
@@ -546,7 +570,7 @@ fn observe(shared: &Shared, method: &Method, path: &str) -> Body {
     }
     match shared.health.check() {
         Ok(()) => plain(200, "ok\n"),
-        Err(why) => plain(503, &format!("{why}\n")),
+        Err(unhealthy) => plain(503, &format!("{unhealthy}\n")),
     }
 }
 
@@ -568,16 +592,15 @@ fn syncer(shared: &Shared) {
             .metrics
             .fsync_duration
             .observe(fsync_started.elapsed());
-        let failure = synced.err().map(|error| {
-            let message = format!(
-                "the lock directory could not be synced: {error}; the outcome of this call may not survive a crash, check status before relying on it"
-            );
-            log::error!("{message}");
-            message
-        });
+        let failure = synced
+            .err()
+            .map(|error| CallError::NotSynced(Arc::new(error)));
+        if let Some(error) = &failure {
+            log::error!("{error}");
+        }
         for mut pending in batch {
-            if let Some(message) = &failure {
-                pending.reply.value = Err(Fault::new(FaultCode::Internal, message.clone()));
+            if let Some(error) = &failure {
+                pending.reply.value = Err(error.clone());
             }
             finish(shared, pending);
         }
@@ -607,12 +630,11 @@ fn finish(shared: &Shared, pending: Pending) {
         request,
         reply,
         started,
-        method,
     } = pending;
     let peer = peer_of(&request);
     let body = match &reply.value {
         Ok(value) => xmlrpc::write_response(value),
-        Err(fault) => xmlrpc::write_fault(fault),
+        Err(error) => xmlrpc::write_fault(&error.to_fault()),
     };
     log::debug!("> {peer} {}", String::from_utf8_lossy(&body));
     send(
@@ -620,12 +642,13 @@ fn finish(shared: &Shared, pending: Pending) {
         Response::from_data(body).with_header(header("Content-Type", "text/xml")),
     );
     let elapsed = started.elapsed();
-    shared.metrics.record_call(method, &reply, elapsed);
+    shared.metrics.record_call(&reply, elapsed);
     let ms = elapsed.as_secs_f64() * 1000.0;
     for event in &reply.events {
         log_event(event, &peer, ms);
     }
-    if let (true, Err(fault)) = (reply.events.is_empty(), &reply.value) {
+    if let (true, Err(error)) = (reply.events.is_empty(), &reply.value) {
+        let fault = error.to_fault();
         log::warn!(
             "call from {peer} faulted ({}): {}",
             fault.code as i32,
@@ -638,22 +661,24 @@ fn log_event(event: &Event, peer: &str, ms: f64) {
     let who = match &event.client {
         Some(client) => format!(
             "{} {} by {} from {peer}",
-            event.method,
+            event.method.name(),
             api::shown(&event.resource),
             api::shown(client)
         ),
         None => format!(
             "{} {} from {peer}",
-            event.method,
+            event.method.name(),
             api::shown(&event.resource)
         ),
     };
     match &event.outcome {
-        Outcome::Done if event.method == "lock" => log::info!("{who}: granted ({ms:.2} ms)"),
-        Outcome::Done => log::info!("{who}: released ({ms:.2} ms)"),
-        Outcome::Refused(why) => log::info!("{who}: refused, {why} ({ms:.2} ms)"),
-        Outcome::Invalid(why) => log::warn!("{who}: invalid, {why} ({ms:.2} ms)"),
-        Outcome::Failed(why) => log::error!("{who}: failed, {why} ({ms:.2} ms)"),
+        Ok(Effect::Granted) => log::info!("{who}: granted ({ms:.2} ms)"),
+        Ok(Effect::Released) => log::info!("{who}: released ({ms:.2} ms)"),
+        Err(why) => match why.kind() {
+            Kind::Refused => log::info!("{who}: refused, {why} ({ms:.2} ms)"),
+            Kind::Invalid => log::warn!("{who}: invalid, {why} ({ms:.2} ms)"),
+            Kind::Failed => log::error!("{who}: failed, {why} ({ms:.2} ms)"),
+        },
     }
 }
 

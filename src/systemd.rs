@@ -11,9 +11,10 @@
 //! systemd restarts lockd; `/health` says why without touching the disk.
 
 use std::ffi::OsString;
+use std::fmt;
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::FromRawFd;
+use std::os::fd::{BorrowedFd, FromRawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -23,7 +24,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{self, Store};
+use crate::sys;
 
 /// The first file descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: i32 = 3;
@@ -137,14 +139,20 @@ impl Notifier {
 /// `$LISTEN_PID` is our pid and `$LISTEN_FDS` at least 1. The variables are
 /// removed so that nothing started later mistakes them for its own.
 ///
-/// Must be called before any other thread exists (it changes the environment).
-pub fn take_listener() -> io::Result<Option<TcpListener>> {
+/// # Safety
+///
+/// No other thread may exist yet: this changes the environment, which
+/// another thread could be reading (through libc's `getenv`, which std
+/// cannot guard). Call it first thing in `main`. It also takes ownership of
+/// file descriptor 3 when systemd says it passed one, so nothing else in the
+/// process may own that descriptor.
+pub unsafe fn take_listener() -> io::Result<Option<TcpListener>> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
     if pid.is_none() && fds.is_none() {
         return Ok(None);
     }
-    // SAFETY: the caller guarantees that no other thread runs yet, so
+    // SAFETY: our caller guarantees that no other thread runs yet, so
     // nothing reads the environment concurrently.
     unsafe {
         std::env::remove_var("LISTEN_PID");
@@ -159,13 +167,15 @@ pub fn take_listener() -> io::Result<Option<TcpListener>> {
         _ => return Ok(None),
     };
     for fd in LISTEN_FDS_START..LISTEN_FDS_START.saturating_add(count) {
-        // SAFETY: F_SETFD on a descriptor number; a closed one gives EBADF.
-        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
-            return Err(io::Error::other(format!(
-                "file descriptor {fd} passed by systemd is not open: {}",
-                io::Error::last_os_error()
-            )));
-        }
+        sys::inode_of(fd).map_err(|error| {
+            io::Error::other(format!(
+                "file descriptor {fd} passed by systemd is not open: {error}"
+            ))
+        })?;
+        // SAFETY: fd is open (fstat above), systemd passed it to this
+        // process, and our caller guarantees that nothing else owns it.
+        let passed = unsafe { BorrowedFd::borrow_raw(fd) };
+        sys::set_cloexec(passed)?;
     }
     if count > 1 {
         log::warn!(
@@ -173,9 +183,18 @@ pub fn take_listener() -> io::Result<Option<TcpListener>> {
         );
     }
     let fd = LISTEN_FDS_START;
-    let domain = socket_option(fd, libc::SO_DOMAIN)?;
-    let kind = socket_option(fd, libc::SO_TYPE)?;
-    let listening = socket_option(fd, libc::SO_ACCEPTCONN)?;
+    // SAFETY: as above: fd 3 is open and ours alone.
+    let passed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let option = |option| {
+        sys::socket_option(passed, option).map_err(|error| {
+            io::Error::other(format!(
+                "file descriptor {fd} passed by systemd is not a socket: {error}"
+            ))
+        })
+    };
+    let domain = option(libc::SO_DOMAIN)?;
+    let kind = option(libc::SO_TYPE)?;
+    let listening = option(libc::SO_ACCEPTCONN)?;
     if !matches!(domain, libc::AF_INET | libc::AF_INET6)
         || kind != libc::SOCK_STREAM
         || listening != 1
@@ -185,32 +204,11 @@ pub fn take_listener() -> io::Result<Option<TcpListener>> {
         ));
     }
     // SAFETY: fd 3 is an open listening TCP socket (checked above) that
-    // systemd handed to this process; nothing else in lockd owns it.
+    // systemd handed to this process, and our caller guarantees nothing
+    // else owns it: the listener becomes its one owner.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     listener.set_nonblocking(false)?;
     Ok(Some(listener))
-}
-
-fn socket_option(fd: i32, option: libc::c_int) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt with a correctly sized int buffer.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            option,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        let error = io::Error::last_os_error();
-        return Err(io::Error::other(format!(
-            "file descriptor {fd} passed by systemd is not a socket: {error}"
-        )));
-    }
-    Ok(value)
 }
 
 /// The result of the latest write-path self-test, shared by the self-test
@@ -223,36 +221,64 @@ pub struct Health {
 struct Probe {
     /// When the latest test finished.
     at: Instant,
-    result: Result<(), String>,
+    result: Result<(), Arc<store::Error>>,
+}
+
+/// Why lockd is not healthy.
+#[derive(Debug, Clone)]
+pub enum Unhealthy {
+    /// The latest write-path self-test failed.
+    Failed(Arc<store::Error>),
+    /// The latest self-test has not finished for this long.
+    Hangs(Duration),
+}
+
+impl fmt::Display for Unhealthy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unhealthy::Failed(error) => error.fmt(f),
+            Unhealthy::Hangs(age) => write!(
+                f,
+                "the write-path self-test has not finished for {} s: the lock directory's filesystem hangs",
+                age.as_secs()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Unhealthy {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Unhealthy::Failed(error) => Some(&**error),
+            Unhealthy::Hangs(_) => None,
+        }
+    }
 }
 
 impl Health {
     /// Health from a first self-test just run, with tests every `interval`.
-    pub fn new(first: Result<(), String>, interval: Duration) -> Health {
+    pub fn new(first: Result<(), store::Error>, interval: Duration) -> Health {
         Health {
             state: Mutex::new(Probe {
                 at: Instant::now(),
-                result: first,
+                result: first.map_err(Arc::new),
             }),
             interval,
         }
     }
 
     /// `Ok` if the latest self-test passed and is recent, else why not.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Unhealthy> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let age = state.at.elapsed();
         if age > self.interval + PROBE_HANG {
-            return Err(format!(
-                "the write-path self-test has not finished for {} s: the lock directory's filesystem hangs",
-                age.as_secs()
-            ));
+            return Err(Unhealthy::Hangs(age));
         }
-        state.result.clone()
+        state.result.clone().map_err(Unhealthy::Failed)
     }
 
     /// Record a test's result; returns whether the verdict changed.
-    fn record(&self, result: Result<(), String>) -> bool {
+    fn record(&self, result: Result<(), Arc<store::Error>>) -> bool {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let changed = state.result.is_ok() != result.is_ok();
         *state = Probe {
@@ -328,9 +354,9 @@ fn monitor(
             }
             scanned = Some(Instant::now());
         }
-        let result = store.probe().map_err(|e| e.to_string());
+        let result = store.probe().map_err(Arc::new);
         let passed = result.is_ok();
-        let why = result.as_ref().err().cloned();
+        let why = result.as_ref().err().map(Arc::clone);
         if health.record(result) {
             match &why {
                 Some(why) => {
@@ -404,16 +430,25 @@ mod tests {
         );
     }
 
+    fn failure(why: &str) -> Arc<store::Error> {
+        Arc::new(store::Error::Io {
+            action: "write",
+            path: "/locks/.lockd-probe".into(),
+            source: io::Error::other(why.to_owned()),
+        })
+    }
+
     #[test]
     fn health_reports_failures_and_hangs() {
         let health = Health::new(Ok(()), Duration::ZERO);
-        assert_eq!(health.check(), Ok(()));
-        assert!(health.record(Err("disk gone".into())));
-        assert_eq!(health.check(), Err("disk gone".into()));
-        assert!(!health.record(Err("still gone".into())));
+        assert!(health.check().is_ok());
+        assert!(health.record(Err(failure("disk gone"))));
+        let why = health.check().unwrap_err().to_string();
+        assert!(why.contains("disk gone"), "{why}");
+        assert!(!health.record(Err(failure("still gone"))));
         assert!(health.record(Ok(())));
         let long_ago = Instant::now().checked_sub(PROBE_HANG + Duration::from_secs(1));
         health.state.lock().unwrap().at = long_ago.expect("the clock runs for 11 s");
-        assert!(health.check().unwrap_err().contains("hangs"));
+        assert!(health.check().unwrap_err().to_string().contains("hangs"));
     }
 }

@@ -7,13 +7,14 @@
 //!
 //! Read-only and full filesystems are real: a small tmpfs mounted for the
 //! test (remounted read-only, or filled). Mounting needs root with
-//! CAP_SYS_ADMIN; where that is missing these two tests say so and skip.
+//! CAP_SYS_ADMIN; where that is missing these two tests fail in CI and
+//! elsewhere say so and skip.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::proof::{Outcome, Rpc};
-use crate::support::Daemon;
+use crate::support::{self, Daemon};
 
 const INTERNAL: i32 = -32603;
 
@@ -77,9 +78,12 @@ fn mount(args: &[&str], path: &Path) -> Result<(), String> {
 }
 
 fn skip(what: &str, why: &str) {
-    eprintln!(
-        "disk: {what} SKIPPED: cannot mount a tmpfs here ({})",
-        why.trim()
+    support::cannot_run(
+        &format!("disk: {what}"),
+        &format!(
+            "a tmpfs cannot be mounted here (root with CAP_SYS_ADMIN needed): {}",
+            why.trim()
+        ),
     );
 }
 

@@ -141,8 +141,9 @@ fn status_and_list_for_people_and_tools() {
         "{list:?}"
     );
     for row in &rows {
-        assert_eq!(row.len(), 3, "{list:?}");
+        assert_eq!(row.len(), 4, "{list:?}");
         assert_rfc3339(row[2]);
+        assert_eq!(row[3], "0", "taken with lock: no token");
     }
 
     let script = "import json, sys\n\
@@ -220,7 +221,7 @@ fn usage_errors_exit_2_and_help_exits_0() {
         (&["lock", "r", "c", "--", "true"], "only run does"),
         (
             &["--wait", "1", "unlock", "r", "c"],
-            "--wait is for lock and run",
+            "--wait is for lock, acquire and run",
         ),
         (
             &["--wait", "soon", "lock", "r", "c"],
@@ -233,7 +234,7 @@ fn usage_errors_exit_2_and_help_exits_0() {
         ),
         (
             &["--json", "lock", "r", "c"],
-            "--json is for status and list",
+            "--json is for status, list, acquire, break and fence",
         ),
         (&["--bogus", "list"], "bogus"),
     ] {
@@ -518,8 +519,7 @@ fn start_run(url: &str, script: &str) -> (std::process::Child, String) {
 }
 
 fn kill(pid: u32, signal: i32) {
-    // SAFETY: kill(2) on a process this test started.
-    unsafe { libc::kill(pid as libc::pid_t, signal) };
+    let _ = lockd::sys::kill(pid, signal);
 }
 
 #[test]
@@ -543,4 +543,159 @@ fn a_killed_lockcmd_leaves_the_lock_held() {
     kill(pid, libc::SIGKILL);
     assert!(status(&daemon, "vm1").starts_with("vm1 is locked by node1"));
     expect(&lockcmd(&daemon.url(), &["unlock", "vm1", "node1"]), 0, "");
+}
+
+#[test]
+fn fencing_verbs_and_their_exit_statuses() {
+    let daemon = Daemon::start();
+    let url = daemon.url();
+    // The worked example of docs/fencing.md: node3 takes vm7.
+    let first = lockcmd(&url, &["acquire", "vm7", "node3"]);
+    expect(&first, 0, "");
+    let token: i32 = first.stdout.trim().parse().expect("a token");
+    let old = token.to_string();
+    expect(&lockcmd(&url, &["check", "vm7", "node3", &old]), 0, "");
+    let taken = lockcmd(&url, &["acquire", "vm7", "node1"]);
+    expect(&taken, 1, "Resource already locked by 'node3'");
+    let shown = lockcmd(&url, &["status", "vm7"]).stdout;
+    assert!(shown.ends_with(&format!("(token {token})\n")), "{shown}");
+    // node3 dies; the cluster manager powers it off and fences it.
+    expect(
+        &lockcmd(&url, &["fence", "node3"]),
+        2,
+        "fence needs --reason",
+    );
+    let fenced = lockcmd(
+        &url,
+        &["fence", "node3", "--reason", "powered off by stonith"],
+    );
+    expect(&fenced, 0, "");
+    let row: Vec<&str> = fenced.stdout.trim_end().split('\t').collect();
+    assert_eq!(
+        (row[0], row[1], row[3]),
+        ("vm7", "node3", old.as_str()),
+        "{fenced:?}"
+    );
+    // node1 takes vm7 with a larger token; node3's late write is refused.
+    let second = lockcmd(&url, &["--json", "acquire", "vm7", "node1"]);
+    expect(&second, 0, "");
+    let parsed = python(
+        "import json, sys\nl = json.load(sys.stdin)\nprint(l['resource'], l['client'], l['token'])",
+        &second.stdout,
+    );
+    let newer: i32 = parsed
+        .strip_prefix("vm7 node1 ")
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{parsed:?}"));
+    assert!(newer > token);
+    expect(&lockcmd(&url, &["check", "vm7", "node3", &old]), 1, "");
+    expect(
+        &lockcmd(&url, &["check", "vm7", "node3", "x"]),
+        2,
+        "TOKEN must be a whole number",
+    );
+    // A late release of the old grant frees nothing.
+    expect(
+        &lockcmd(&url, &["release", "vm7", "node3", &old]),
+        1,
+        "Resource locked by 'node1'",
+    );
+    // An operator breaks node1's grant, naming it exactly.
+    let new = newer.to_string();
+    expect(
+        &lockcmd(&url, &["break", "vm7", "node1", &old, "--reason", "stuck"]),
+        1,
+        &format!("under token {newer}, not by 'node1' under token {token}"),
+    );
+    let broken = lockcmd(&url, &["break", "vm7", "node1", &new, "--reason", "stuck"]);
+    expect(&broken, 0, "");
+    let row: Vec<&str> = broken.stdout.trim_end().split('\t').collect();
+    assert_eq!(
+        (row[0], row[1], row[3]),
+        ("vm7", "node1", new.as_str()),
+        "{broken:?}"
+    );
+    expect(
+        &lockcmd(&url, &["release", "vm7", "node1", &new]),
+        1,
+        "Resource not locked",
+    );
+    let audit = std::fs::read_to_string(daemon.dir.join("lockd.audit.jsonl")).unwrap();
+    assert_eq!(audit.lines().count(), 2, "{audit}");
+}
+
+#[test]
+fn run_passes_the_grant_to_the_command_and_releases_that_grant() {
+    let daemon = Daemon::start();
+    let url = daemon.url();
+    let script = format!(
+        "echo \"$LOCKD_RESOURCE $LOCKD_CLIENT $LOCKD_TOKEN\"; {LOCKCMD} -s {url} check \"$LOCKD_RESOURCE\" \"$LOCKD_CLIENT\" \"$LOCKD_TOKEN\""
+    );
+    let out = lockcmd(&url, &["run", "vm1", "node1", "--", "sh", "-c", &script]);
+    expect(&out, 0, "");
+    assert_eq!(out.stdout, "vm1 node1 1\n");
+    let out = lockcmd(&url, &["run", "vm1", "node1", "--", "sh", "-c", &script]);
+    assert_eq!(
+        out.stdout, "vm1 node1 2\n",
+        "the next grant, a larger token"
+    );
+    assert_eq!(daemon.lock_files(), ["lockd.lock", "vm1.resource.last"]);
+}
+
+/// A port nothing listens on: bound, then closed.
+fn closed_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("bound address");
+    drop(listener);
+    addr.to_string()
+}
+
+#[test]
+fn several_servers_a_call_goes_to_the_first_that_can_be_reached() {
+    let first = Daemon::start();
+    let second = Daemon::start_in(&first.dir);
+    let down = closed_port();
+    let servers = format!("{down},{},{}", second.url(), first.url());
+    expect(&lockcmd(&servers, &["lock", "vm1", "node1"]), 0, "");
+    assert!(
+        second.log().contains("lock \"vm1\" by \"node1\""),
+        "{}",
+        second.log()
+    );
+    assert!(!first.log().contains("\"vm1\""), "{}", first.log());
+    let out = lockcmd(&servers, &["status", "vm1"]);
+    assert!(out.stdout.starts_with("vm1 is locked by node1"), "{out:?}");
+    // None can be reached: the message names them all.
+    let other = closed_port();
+    let out = lockcmd(&format!("{down},{other}"), &["lock", "vm2", "node1"]);
+    expect(
+        &out,
+        69,
+        &format!("cannot reach http://{other}/RPC2, nor http://{down}/RPC2"),
+    );
+    // LOCKD_URL takes the same list.
+    let listed = format!("{down},{}", first.url());
+    expect(
+        &run(command(&["unlock", "vm1", "node1"]).env("LOCKD_URL", &listed)),
+        0,
+        "",
+    );
+}
+
+#[test]
+fn after_a_timeout_the_call_is_not_sent_to_another_server() {
+    let daemon = Daemon::start();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent = listener.local_addr().expect("bound address");
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        let _ = (&stream).read_to_end(&mut Vec::new());
+    });
+    let servers = format!("{silent},{}", daemon.url());
+    let out = lockcmd(&servers, &["--timeout", "1", "lock", "vm1", "node1"]);
+    expect(&out, 75, &format!("{silent}"));
+    server.join().expect("the silent server ran");
+    // The lock was not taken elsewhere: the first call may have been done.
+    let status = lockcmd(&daemon.url(), &["status", "vm1"]);
+    assert_eq!(status.stdout, "vm1 is free\n");
 }

@@ -10,6 +10,8 @@ mod systemd;
 mod crash;
 mod disk;
 mod durability;
+mod fencing;
 mod history;
 mod hostile;
+mod legacy;
 mod names;

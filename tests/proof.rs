@@ -1,6 +1,7 @@
 //! Shared tools of the proof suites (crash, durability, history, hostile,
-//! disk): a small keep-alive XML-RPC client over a raw `TcpStream` that
-//! reports exactly what came back (or that nothing did), a seeded PRNG, and
+//! disk): a small keep-alive XML-RPC client over a raw `TcpStream` (with
+//! lockd's codec and HTTP reader) that reports exactly what came back (or
+//! that nothing did), a seeded PRNG, and
 //! the knobs that scale a suite from its short form (run by `cargo test`)
 //! to its long form (`LOCKD_PROOF_SCALE=10`, see README "Proven properties").
 
@@ -10,6 +11,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use lockd::http;
 use lockd::xmlrpc::{self, Call, Value};
 
 /// A reply as the client saw it.
@@ -48,9 +50,15 @@ impl Rpc {
     /// arrived (refused, reset, closed, or the hang guard ran out); the
     /// connection is then dropped and the next call opens a new one.
     pub fn call(&mut self, method: &str, params: &[&str]) -> io::Result<Outcome> {
+        let params = params.iter().map(|p| Value::Str((*p).to_owned())).collect();
+        self.call_values(method, params)
+    }
+
+    /// Call `method` with any parameters; as [`Rpc::call`].
+    pub fn call_values(&mut self, method: &str, params: Vec<Value>) -> io::Result<Outcome> {
         let body = xmlrpc::write_call(&Call {
             method: method.to_owned(),
-            params: params.iter().map(|p| Value::Str((*p).to_owned())).collect(),
+            params,
         });
         let result = self.exchange(&body);
         if result.is_err() {
@@ -67,14 +75,15 @@ impl Rpc {
             stream.set_nodelay(true)?;
             self.reader = Some(BufReader::new(stream));
         }
-        let reader = self.reader.as_mut().expect("connected above");
-        let mut request = format!(
-            "POST /RPC2 HTTP/1.1\r\nHost: {}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
-            self.addr,
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(body);
+        let Some(reader) = self.reader.as_mut() else {
+            return Err(io::Error::other("not connected"));
+        };
+        let host = self.addr.to_string();
+        let request = http::post(
+            "/RPC2",
+            &[("Host", &host), ("Content-Type", "text/xml")],
+            body,
+        );
         reader.get_mut().write_all(&request)?;
         let (status, reply) = read_response(reader)?;
         if status != 200 {
@@ -95,58 +104,20 @@ impl Rpc {
     }
 }
 
-/// Read one HTTP response (a Content-Length or a chunked body): status
-/// and body.
+/// Read one HTTP response with lockd's reader: status and body. A
+/// connection closed before or during the reply is `UnexpectedEof`, bytes
+/// that are no HTTP reply `InvalidData`, and a read timeout stays what the
+/// socket said (`WouldBlock` or `TimedOut`).
 pub fn read_response(reader: &mut impl BufRead) -> io::Result<(u16, Vec<u8>)> {
-    let eof = |what| io::Error::new(io::ErrorKind::UnexpectedEof, what);
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Err(eof("connection closed before a reply"));
-    }
-    let status = line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| io::Error::other(format!("bad status line {line:?}")))?;
-    let mut length = None;
-    let mut chunked = false;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(eof("connection closed in the headers"));
+    match http::read_response(reader) {
+        Ok(response) => Ok((response.status, response.body)),
+        Err(http::ReadError::Io(error)) => Err(error),
+        Err(error @ http::ReadError::Closed) => {
+            Err(io::Error::new(io::ErrorKind::UnexpectedEof, error))
         }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
+        Err(error @ http::ReadError::Malformed(_)) => {
+            Err(io::Error::new(io::ErrorKind::InvalidData, error))
         }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse::<usize>().ok();
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.trim().eq_ignore_ascii_case("chunked");
-            }
-        }
-    }
-    if !chunked {
-        let length = length.ok_or_else(|| io::Error::other("reply without Content-Length"))?;
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        return Ok((status, body));
-    }
-    let mut body = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(eof("connection closed in a chunked body"));
-        }
-        let size = usize::from_str_radix(line.trim_end(), 16)
-            .map_err(|_| io::Error::other(format!("bad chunk size {line:?}")))?;
-        let mut chunk = vec![0; size + 2];
-        reader.read_exact(&mut chunk)?;
-        if size == 0 {
-            return Ok((status, body));
-        }
-        body.extend_from_slice(&chunk[..size]);
     }
 }
 

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use lockd::http;
+
 use crate::support::{self, Daemon, LOCKD, Options, PATIENCE, Process, call_body};
 
 /// A datagram socket standing in for systemd's `$NOTIFY_SOCKET`.
@@ -319,16 +321,65 @@ fn metrics_parse_and_move_with_calls() {
     assert!(put.contains("\r\nAllow: GET\r\n"), "{put}");
 }
 
+/// A metric or label name as the Prometheus text format allows it.
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().enumerate().all(|(i, c)| {
+            c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+        })
+}
+
+/// Check a sample's labels (`key="value",...`); the `le` label's value.
+fn bucket_bound(line: &str, labels: &str) -> Option<String> {
+    let mut le = None;
+    for pair in labels.split(',').filter(|p| !p.is_empty()) {
+        let (key, quoted) = pair.split_once('=').expect("label=\"value\"");
+        assert!(is_name(key), "{line}");
+        let inner = quoted
+            .strip_prefix('"')
+            .and_then(|q| q.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("unquoted label value: {line}"));
+        assert!(!inner.contains(['"', '\\', '\n']), "{line}");
+        if key == "le" {
+            le = Some(inner.to_owned());
+        }
+    }
+    le
+}
+
+/// Every histogram's buckets grow and end at +Inf with its count, and
+/// every family lockd documents is there.
+fn check_families(
+    text: &str,
+    types: &HashMap<String, String>,
+    buckets: &HashMap<String, Vec<(String, f64)>>,
+    samples: &HashMap<String, f64>,
+) {
+    for (family, list) in buckets {
+        assert_eq!(list.last().unwrap().0, "+Inf", "{family}");
+        assert!(
+            list.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{family}: {list:?}"
+        );
+        assert_eq!(list.last().unwrap().1, samples[&format!("{family}_count")]);
+    }
+    for family in [
+        "lockd_locks_held",
+        "lockd_requests_total",
+        "lockd_refusals_total",
+        "lockd_errors_total",
+        "lockd_request_duration_seconds",
+        "lockd_fsync_duration_seconds",
+        "lockd_oldest_lock_age_seconds",
+    ] {
+        assert!(types.contains_key(family), "{family} missing:\n{text}");
+    }
+}
+
 /// Parse the Prometheus text format strictly: every line is a `# HELP`, a
 /// `# TYPE` or a sample of a declared family. Returns each sample's value
 /// under `name{labels}` as written.
 fn parse_metrics(text: &str) -> HashMap<String, f64> {
-    let is_name = |s: &str| {
-        !s.is_empty()
-            && s.chars().enumerate().all(|(i, c)| {
-                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
-            })
-    };
     let mut types: HashMap<String, String> = HashMap::new();
     let mut helped = Vec::new();
     let mut samples = HashMap::new();
@@ -369,19 +420,7 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
             None => (series, ""),
         };
         assert!(is_name(name), "{line}");
-        let mut le = None;
-        for pair in labels.split(',').filter(|p| !p.is_empty()) {
-            let (key, quoted) = pair.split_once('=').expect("label=\"value\"");
-            assert!(is_name(key), "{line}");
-            let inner = quoted
-                .strip_prefix('"')
-                .and_then(|q| q.strip_suffix('"'))
-                .unwrap_or_else(|| panic!("unquoted label value: {line}"));
-            assert!(!inner.contains(['"', '\\', '\n']), "{line}");
-            if key == "le" {
-                le = Some(inner.to_owned());
-            }
-        }
+        let le = bucket_bound(line, labels);
         let family = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|suffix| {
@@ -407,25 +446,7 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
             "duplicate series: {line}"
         );
     }
-    for (family, list) in &buckets {
-        assert_eq!(list.last().unwrap().0, "+Inf", "{family}");
-        assert!(
-            list.windows(2).all(|w| w[0].1 <= w[1].1),
-            "{family}: {list:?}"
-        );
-        assert_eq!(list.last().unwrap().1, samples[&format!("{family}_count")]);
-    }
-    for family in [
-        "lockd_locks_held",
-        "lockd_requests_total",
-        "lockd_refusals_total",
-        "lockd_errors_total",
-        "lockd_request_duration_seconds",
-        "lockd_fsync_duration_seconds",
-        "lockd_oldest_lock_age_seconds",
-    ] {
-        assert!(types.contains_key(family), "{family} missing:\n{text}");
-    }
+    check_families(text, &types, &buckets, &samples);
     samples
 }
 
@@ -481,6 +502,8 @@ fn sigterm_lets_a_request_in_flight_finish() {
     let (first, rest) = body.split_at(body.len() / 2);
     let mut stream = TcpStream::connect(daemon.addr).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    // A chunked body in two halves, framed by hand: http::post writes
+    // Content-Length bodies only.
     stream
         .write_all(
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n\
@@ -503,8 +526,7 @@ fn sigterm_lets_a_request_in_flight_finish() {
     );
     write!(stream, "{:x}\r\n{first}\r\n", first.len()).unwrap();
 
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(daemon.pid() as i32, libc::SIGTERM) };
+    lockd::sys::kill(daemon.pid(), libc::SIGTERM).expect("lockd runs");
     assert!(daemon.wait_for_log("stopping: "));
     // It stops accepting: new connections are refused...
     let deadline = Instant::now() + PATIENCE;
@@ -577,12 +599,12 @@ fn socket_activation_serves_the_passed_socket() {
     let body = call_body("status", &["r"]);
     let mut queued = TcpStream::connect(addr).unwrap();
     queued.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(
-        queued,
-        "POST /RPC2 HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let request = http::post(
+        "/RPC2",
+        &[("Host", "x"), ("Connection", "close")],
+        body.as_bytes(),
+    );
+    queued.write_all(&request).unwrap();
     let mut second = spawn_activated(&listener, &dir);
     let mut reply = String::new();
     let _ = queued.read_to_string(&mut reply);

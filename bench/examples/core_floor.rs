@@ -14,14 +14,7 @@ use std::time::{Duration, Instant};
 use lockd::store::Store;
 
 fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills a zeroed rusage struct.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    lockd::sys::cpu_time().map_or(0.0, |t| t.as_secs_f64())
 }
 
 fn main() -> Result<(), String> {
@@ -38,8 +31,13 @@ fn main() -> Result<(), String> {
         .map_err(|_| usage)?;
     let (store, _) = Store::open(dir.as_ref()).map_err(|e| e.to_string())?;
     let store = Arc::new(store);
+    sequential(&store, seconds)?;
+    grouped(&store, threads, seconds)?;
+    parse_cost(seconds)
+}
 
-    // One caller, every change durable before the next: lockd's 1-client floor.
+/// One caller, every change durable before the next: lockd's 1-client floor.
+fn sequential(store: &Store, seconds: f64) -> Result<(), String> {
     let (cpu0, t0, mut n) = (cpu_seconds(), Instant::now(), 0u64);
     while t0.elapsed().as_secs_f64() < seconds {
         store
@@ -55,14 +53,17 @@ fn main() -> Result<(), String> {
         n += 1;
     }
     report("sequential, fsync after each call", n, t0, cpu0, 2 * n);
+    Ok(())
+}
 
-    // THREADS callers that do not wait, and a syncer fsyncing all the while:
-    // the CPU the filesystem work of one cycle costs, fsyncs shared.
+/// THREADS callers that do not wait, and a syncer fsyncing all the while:
+/// the CPU the filesystem work of one cycle costs, fsyncs shared.
+fn grouped(store: &Arc<Store>, threads: usize, seconds: f64) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     let cycles = Arc::new(AtomicU64::new(0));
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
     let syncer = {
-        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        let (store, stop) = (Arc::clone(store), Arc::clone(&stop));
         std::thread::spawn(move || {
             let mut syncs = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -75,8 +76,7 @@ fn main() -> Result<(), String> {
     };
     let workers: Vec<_> = (0..threads)
         .map(|i| {
-            let (store, stop, cycles) =
-                (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&cycles));
+            let (store, stop, cycles) = (Arc::clone(store), Arc::clone(&stop), Arc::clone(&cycles));
             std::thread::spawn(move || {
                 let (resource, client) = (format!("core-{i}"), format!("client-{i}"));
                 while !stop.load(Ordering::Relaxed) {
@@ -107,7 +107,12 @@ fn main() -> Result<(), String> {
         cpu0,
         syncs,
     );
+    Ok(())
+}
 
+/// The CPU one parse of the call Python's xmlrpc.client sends costs.
+fn parse_cost(seconds: f64) -> Result<(), String> {
+    // Python's bytes, written out: what is measured is the parse of exactly them.
     let body = b"<?xml version='1.0'?>\n<methodCall>\n<methodName>lock</methodName>\n<params>\n<param>\n<value><string>resource1</string></value>\n</param>\n<param>\n<value><string>client1</string></value>\n</param>\n</params>\n</methodCall>\n";
     let (cpu0, t0, mut n) = (cpu_seconds(), Instant::now(), 0u64);
     while t0.elapsed().as_secs_f64() < seconds / 3.0 {

@@ -9,15 +9,17 @@ use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
 use std::hash::BuildHasher;
 use std::io::{self, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use getopts::Options;
 use lockd::cli::DEFAULT_LISTEN;
-use lockd::client::{Client, Endpoint, Error};
+use lockd::client::{Endpoint, Error, Servers};
 use lockd::clock::Utc;
-use lockd::xmlrpc::{FaultCode, Value};
+use lockd::json;
+use lockd::sys::{self, SignalSet};
+use lockd::xmlrpc::{Call, FaultCode, Value};
 
 /// Exit statuses (sysexits.h names where there is one).
 const REFUSED: u8 = 1;
@@ -37,7 +39,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// What the command line asks for.
 #[derive(Debug)]
 struct Invocation {
-    endpoint: Endpoint,
+    /// The servers to try, in order (`--server a,b,c`).
+    endpoints: Vec<Endpoint>,
     timeout: Duration,
     wait: Duration,
     quiet: bool,
@@ -63,6 +66,30 @@ enum Action {
         resource: String,
         client: String,
         command: Vec<OsString>,
+    },
+    Acquire {
+        resource: String,
+        client: String,
+    },
+    Check {
+        resource: String,
+        client: String,
+        token: i32,
+    },
+    Release {
+        resource: String,
+        client: String,
+        token: i32,
+    },
+    Break {
+        resource: String,
+        holder: String,
+        token: i32,
+        reason: String,
+    },
+    Fence {
+        client: String,
+        reason: String,
     },
 }
 
@@ -98,7 +125,15 @@ Usage: lockcmd [OPTIONS] lock RESOURCE CLIENT
        lockcmd [OPTIONS] unlock RESOURCE CLIENT
        lockcmd [OPTIONS] status RESOURCE
        lockcmd [OPTIONS] list
-       lockcmd [OPTIONS] run RESOURCE CLIENT -- COMMAND [ARGS...]";
+       lockcmd [OPTIONS] run RESOURCE CLIENT -- COMMAND [ARGS...]
+       lockcmd [OPTIONS] acquire RESOURCE CLIENT
+       lockcmd [OPTIONS] check RESOURCE CLIENT TOKEN
+       lockcmd [OPTIONS] release RESOURCE CLIENT TOKEN
+       lockcmd [OPTIONS] break RESOURCE HOLDER TOKEN --reason TEXT
+       lockcmd [OPTIONS] fence CLIENT --reason TEXT";
+
+/// The command words, for messages.
+const COMMANDS: &str = "lock, unlock, status, list, run, acquire, check, release, break and fence";
 
 fn options() -> Options {
     let mut opts = Options::new();
@@ -106,7 +141,7 @@ fn options() -> Options {
         "s",
         "server",
         &format!(
-            "lockd's address, http://HOST:PORT/ or HOST:PORT [$LOCKD_URL, else {DEFAULT_LISTEN}]"
+            "lockd's address, http://HOST:PORT/ or HOST:PORT; several, separated by commas, for lockd on several nodes sharing one lock directory: a call goes to the first that can be reached [$LOCKD_URL, else {DEFAULT_LISTEN}]"
         ),
         "URL",
     );
@@ -125,7 +160,17 @@ fn options() -> Options {
         ),
         "SECONDS",
     );
-    opts.optflag("", "json", "status and list: print JSON");
+    opts.optflag(
+        "",
+        "json",
+        "status, list, acquire, break and fence: print JSON",
+    );
+    opts.optopt(
+        "",
+        "reason",
+        "break and fence: why (required; it goes into lockd's audit trail)",
+        "TEXT",
+    );
     opts.optflag(
         "q",
         "quiet",
@@ -147,15 +192,30 @@ cluster agents.
   lock     take the lock on RESOURCE for CLIENT
   unlock   release the lock CLIENT holds on RESOURCE
   status   print who holds RESOURCE and since when, or that it is free
-  list     print every held lock, one per line: RESOURCE, CLIENT and SINCE
-           (UTC) separated by tabs; a tab, LF, CR or backslash in a name is
-           written as \\t, \\n, \\r or \\\\
-  run      take the lock, run COMMAND, and release the lock when COMMAND
-           exits, also when it fails; exit with COMMAND's status. SIGTERM,
-           SIGINT and SIGHUP sent to lockcmd are passed on to COMMAND. If
-           lockcmd itself is killed (SIGKILL, a crash, a lost node) the lock
-           stays held, so no other node takes over a resource whose user is
-           in an unknown state; release it by hand with unlock.
+  list     print every held lock, one per line: RESOURCE, CLIENT, SINCE
+           (UTC) and TOKEN separated by tabs; a tab, LF, CR or backslash in a
+           name is written as \\t, \\n, \\r or \\\\. TOKEN 0: a lock
+           without a fencing token (taken with lock, or by gocept.lockd)
+  run      take the lock (with acquire), run COMMAND with LOCKD_RESOURCE,
+           LOCKD_CLIENT and LOCKD_TOKEN in its environment, and release
+           that grant when COMMAND exits, also when it fails; exit with
+           COMMAND's status. SIGTERM, SIGINT and SIGHUP sent to lockcmd are
+           passed on to COMMAND. If lockcmd itself is killed (SIGKILL, a
+           crash, a lost node) the lock stays held, so no other node takes
+           over a resource whose user is in an unknown state; release it by
+           hand with unlock, or fence the node.
+
+Fencing (see docs/fencing.md):
+  acquire  take the lock like lock, and print its fencing token: a number
+           that only grows over the resource's history
+  check    exit 0 if CLIENT holds RESOURCE under TOKEN right now, 1 if not:
+           run it just before acting on the resource
+  release  release the lock CLIENT holds on RESOURCE under TOKEN, and only
+           that grant
+  break    remove the lock on RESOURCE if HOLDER holds it under TOKEN (0:
+           a lock without a token); print the lock removed, as list does
+  fence    release every lock CLIENT holds (its node was powered off);
+           print them, one per line, as list does
 
 --wait retries a lock that is held by someone else and a daemon that cannot
 be reached (nothing was sent), pausing 50 ms, doubling up to 1 s, with
@@ -171,6 +231,8 @@ Exit status:
   2    bad command line
   65   lockd rejected the call as invalid (e.g. a client name with a line
        break, or a method it does not have)
+  check: 0 if the grant is current, 1 if not; a TOKEN that is not a whole
+       number is a bad command line (2)
   69   lockd could not be reached, answered something that is not
        XML-RPC, the connection broke, or lockd could not use its lock
        directory
@@ -217,8 +279,56 @@ fn parse(mut args: Vec<OsString>, from_env: Option<&str>) -> Result<Parsed, Stri
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or(7390);
-    let endpoint = Endpoint::parse(&server, default_port)?;
-    let seconds = |name: &str, default: Duration, zero_ok: bool| match matches.opt_str(name) {
+    let endpoints = server
+        .split(',')
+        .map(|one| Endpoint::parse(one.trim(), default_port).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<Endpoint>, String>>()?;
+    let timeout = seconds(&matches, "timeout", DEFAULT_TIMEOUT, false)?;
+    let wait = seconds(&matches, "wait", Duration::ZERO, true)?;
+    let words: Vec<&str> = matches.free.iter().map(String::as_str).collect();
+    let Some((&name, operands)) = words.split_first() else {
+        return Err(format!("no command given; the commands are {COMMANDS}"));
+    };
+    let action = action(name, operands, command, matches.opt_str("reason"))?;
+    let waits = matches!(
+        action,
+        Action::Lock { .. } | Action::Run { .. } | Action::Acquire { .. }
+    );
+    if matches.opt_present("wait") && !waits {
+        return Err(format!("--wait is for lock, acquire and run, not {name}"));
+    }
+    let json = matches.opt_present("json");
+    let prints = matches!(
+        action,
+        Action::Status { .. }
+            | Action::List
+            | Action::Acquire { .. }
+            | Action::Break { .. }
+            | Action::Fence { .. }
+    );
+    if json && !prints {
+        return Err(format!(
+            "--json is for status, list, acquire, break and fence, not {name}"
+        ));
+    }
+    Ok(Parsed::Run(Invocation {
+        endpoints,
+        timeout,
+        wait,
+        quiet: matches.opt_present("quiet"),
+        json,
+        action,
+    }))
+}
+
+/// `--name` as a duration, `default` if not given; 0 only if `zero_ok`.
+fn seconds(
+    matches: &getopts::Matches,
+    name: &str,
+    default: Duration,
+    zero_ok: bool,
+) -> Result<Duration, String> {
+    match matches.opt_str(name) {
         None => Ok(default),
         Some(text) => text
             .parse::<f64>()
@@ -231,18 +341,31 @@ fn parse(mut args: Vec<OsString>, from_env: Option<&str>) -> Result<Parsed, Stri
                     if zero_ok { "" } else { " above 0" }
                 )
             }),
-    };
-    let timeout = seconds("timeout", DEFAULT_TIMEOUT, false)?;
-    let wait = seconds("wait", Duration::ZERO, true)?;
+    }
+}
 
-    let words: Vec<&str> = matches.free.iter().map(String::as_str).collect();
-    let Some((&name, operands)) = words.split_first() else {
-        return Err("no command given; the commands are lock, unlock, status, list and run".into());
-    };
+/// The action the command word `name` and its operands ask for; `command`
+/// is what followed `--`, if anything did, and `reason` `--reason`.
+fn action(
+    name: &str,
+    operands: &[&str],
+    command: Option<Vec<OsString>>,
+    reason: Option<String>,
+) -> Result<Action, String> {
     if command.is_some() && name != "run" {
         return Err(format!("{name} takes no COMMAND after --; only run does"));
     }
-    let action = match name {
+    let needs_reason = matches!(name, "break" | "fence");
+    let reason = match (reason, needs_reason) {
+        (Some(reason), true) if !reason.trim().is_empty() => reason,
+        (_, true) => return Err(format!("{name} needs --reason TEXT: say why")),
+        (Some(_), false) => return Err(format!("--reason is for break and fence, not {name}")),
+        (None, false) => String::new(),
+    };
+    if let Some(action) = fencing_action(name, operands, &reason)? {
+        return Ok(action);
+    }
+    Ok(match name {
         "lock" => {
             let [resource, client] = operands_of(name, operands, ["RESOURCE", "CLIENT"])?;
             Action::Lock { resource, client }
@@ -274,25 +397,68 @@ fn parse(mut args: Vec<OsString>, from_env: Option<&str>) -> Result<Parsed, Stri
         }
         other => {
             return Err(format!(
-                "unknown command {other:?}; the commands are lock, unlock, status, list and run"
+                "unknown command {other:?}; the commands are {COMMANDS}"
             ));
         }
-    };
-    if matches.opt_present("wait") && !matches!(action, Action::Lock { .. } | Action::Run { .. }) {
-        return Err(format!("--wait is for lock and run, not {name}"));
-    }
-    let json = matches.opt_present("json");
-    if json && !matches!(action, Action::Status { .. } | Action::List) {
-        return Err(format!("--json is for status and list, not {name}"));
-    }
-    Ok(Parsed::Run(Invocation {
-        endpoint,
-        timeout,
-        wait,
-        quiet: matches.opt_present("quiet"),
-        json,
-        action,
+    })
+}
+
+/// The fencing commands' actions; `None` for another command word.
+fn fencing_action(name: &str, operands: &[&str], reason: &str) -> Result<Option<Action>, String> {
+    let names = ["RESOURCE", "CLIENT", "TOKEN"];
+    Ok(Some(match name {
+        "acquire" => {
+            let [resource, client] = operands_of(name, operands, ["RESOURCE", "CLIENT"])?;
+            Action::Acquire { resource, client }
+        }
+        "check" => {
+            let [resource, client, token] = operands_of(name, operands, names)?;
+            let token = token_arg(name, &token, 1)?;
+            Action::Check {
+                resource,
+                client,
+                token,
+            }
+        }
+        "release" => {
+            let [resource, client, token] = operands_of(name, operands, names)?;
+            let token = token_arg(name, &token, 1)?;
+            Action::Release {
+                resource,
+                client,
+                token,
+            }
+        }
+        "break" => {
+            let [resource, holder, token] =
+                operands_of(name, operands, ["RESOURCE", "HOLDER", "TOKEN"])?;
+            let token = token_arg(name, &token, 0)?;
+            Action::Break {
+                resource,
+                holder,
+                token,
+                reason: reason.to_owned(),
+            }
+        }
+        "fence" => {
+            let [client] = operands_of(name, operands, ["CLIENT"])?;
+            Action::Fence {
+                client,
+                reason: reason.to_owned(),
+            }
+        }
+        _ => return Ok(None),
     }))
+}
+
+/// A TOKEN operand: a whole number of at least `least`.
+fn token_arg(command: &str, text: &str, least: i32) -> Result<i32, String> {
+    text.parse::<i32>()
+        .ok()
+        .filter(|t| *t >= least)
+        .ok_or_else(|| {
+            format!("{command}: TOKEN must be a whole number of at least {least}, not {text:?}")
+        })
 }
 
 /// A command's operands, one for each of `names`.
@@ -322,108 +488,297 @@ fn operands_of<const N: usize>(
 /// Carry out the invocation; the exit status.
 fn run(invocation: Invocation) -> u8 {
     let Invocation {
-        endpoint,
+        endpoints,
         timeout,
         wait,
         quiet,
         json,
         action,
     } = invocation;
-    let mut client = Client::new(endpoint, timeout);
-    let say = |message: &str| {
-        if !quiet {
-            eprintln!("lockcmd: {message}");
-        }
-    };
-    let fail = |error: &Error| {
-        say(&describe(error));
-        exit_status(error)
-    };
-    let fail_waiting = |error: &Error| {
-        if wait.is_zero() {
-            fail(error)
-        } else {
-            say(&format!(
-                "{}; gave up after waiting {} s",
-                describe(error),
-                wait.as_secs_f64()
-            ));
-            exit_status(error)
-        }
-    };
+    let mut client = Servers::new(endpoints, timeout);
+    let messages = Messages { quiet, wait };
     match action {
         Action::Lock {
             resource,
             client: name,
         } => match lock_waiting(&mut client, &resource, &name, wait) {
             Ok(()) => 0,
-            Err(error) => fail_waiting(&error),
+            Err(error) => messages.fail_waiting(&error),
         },
         Action::Unlock {
             resource,
             client: name,
         } => match client.unlock(&resource, &name) {
             Ok(()) => 0,
-            Err(error) => fail(&error),
+            Err(error) => messages.fail(&error),
         },
         Action::Status { resource } => match status_text(&mut client, &resource, json) {
             Ok(text) => print_out(&text),
-            Err(error) => fail(&error),
+            Err(error) => messages.fail(&error),
         },
         Action::List => match list_text(&mut client, json) {
             Ok(text) => print_out(&text),
-            Err(error) => fail(&error),
+            Err(error) => messages.fail(&error),
         },
         Action::Run {
             resource,
             client: name,
             command,
+        } => run_locked(&mut client, &messages, &resource, &name, &command),
+        fencing => run_fencing(&mut client, &messages, json, fencing),
+    }
+}
+
+/// Carry out a fencing command; the exit status.
+fn run_fencing(client: &mut Servers, messages: &Messages, json: bool, action: Action) -> u8 {
+    let result = match action {
+        Action::Acquire {
+            resource,
+            client: name,
+        } => acquire_waiting(client, &resource, &name, messages.wait)
+            .map(|grant| grant_text(&grant, json)),
+        Action::Check {
+            resource,
+            client: name,
+            token,
         } => {
-            if let Err(error) = lock_waiting(&mut client, &resource, &name, wait) {
-                return fail_waiting(&error);
-            }
-            let status = match run_child(&command) {
-                Ok(status) => status,
-                Err(e) => {
-                    say(&format!("cannot run {:?}: {e}", command[0]));
-                    if e.kind() == io::ErrorKind::NotFound {
-                        NOT_FOUND
-                    } else {
-                        CANNOT_EXECUTE
-                    }
-                }
+            let call = fencing_call("check", &resource, &name, token, None);
+            return match client.call_values(&call) {
+                Ok(Value::Bool(true)) => 0,
+                Ok(Value::Bool(false)) => REFUSED,
+                Ok(_) => messages.fail(&unexpected(client.endpoint(), "check")),
+                Err(error) => messages.fail(&error),
             };
-            match client.unlock(&resource, &name) {
-                Ok(()) => status,
-                Err(error) => {
-                    let hint = if error.is_refusal() {
-                        String::new()
-                    } else {
-                        format!(
-                            "; it may still be held: check with 'lockcmd status {resource}' and release it with 'lockcmd unlock'"
-                        )
-                    };
-                    say(&format!(
-                        "could not release the lock on {resource:?}: {}{hint}",
-                        describe(&error)
-                    ));
-                    if status == 0 {
-                        exit_status(&error)
-                    } else {
-                        status
-                    }
+        }
+        Action::Release {
+            resource,
+            client: name,
+            token,
+        } => client
+            .call_values(&fencing_call("release", &resource, &name, token, None))
+            .map(|_| String::new()),
+        Action::Break {
+            resource,
+            holder,
+            token,
+            reason,
+        } => client
+            .call_values(&fencing_call(
+                "break_lock",
+                &resource,
+                &holder,
+                token,
+                Some(&reason),
+            ))
+            .and_then(|value| Grant::read(&value, client.endpoint()))
+            .map(|grant| {
+                if json {
+                    format!("{}\n", grant.json())
+                } else {
+                    grant.line()
                 }
+            }),
+        Action::Fence {
+            client: name,
+            reason,
+        } => fence_text(client, &name, &reason, json),
+        _ => return USAGE,
+    };
+    match result {
+        Ok(text) => print_out(&text),
+        Err(error) => messages.fail(&error),
+    }
+}
+
+/// A call of check, release or break_lock: resource, a client, a token and
+/// for break_lock the reason.
+fn fencing_call(
+    method: &str,
+    resource: &str,
+    client: &str,
+    token: i32,
+    reason: Option<&str>,
+) -> Call {
+    let mut params = vec![
+        Value::Str(resource.to_owned()),
+        Value::Str(client.to_owned()),
+        Value::Int(token),
+    ];
+    params.extend(reason.map(|r| Value::Str(r.to_owned())));
+    Call {
+        method: method.to_owned(),
+        params,
+    }
+}
+
+/// `fence` as lines like list's, or as a JSON array.
+fn fence_text(client: &mut Servers, name: &str, reason: &str, json: bool) -> Result<String, Error> {
+    let Value::Array(items) = client.call("fence", &[name, reason])? else {
+        return Err(unexpected(client.endpoint(), "fence"));
+    };
+    let grants = items
+        .iter()
+        .map(|item| Grant::read(item, client.endpoint()))
+        .collect::<Result<Vec<Grant>, Error>>()?;
+    if json {
+        let objects: Vec<String> = grants.iter().map(Grant::json).collect();
+        return Ok(format!("[{}]\n", objects.join(",\n ")));
+    }
+    Ok(grants.iter().map(Grant::line).collect())
+}
+
+/// acquire's token alone, or the whole grant as JSON.
+fn grant_text(grant: &Grant, json: bool) -> String {
+    if json {
+        format!("{}\n", grant.json())
+    } else {
+        format!("{}\n", grant.token)
+    }
+}
+
+/// A grant, as acquire, break_lock and fence return it.
+struct Grant {
+    resource: String,
+    client: String,
+    token: i32,
+    /// RFC 3339, UTC.
+    since: String,
+}
+
+impl Grant {
+    fn read(value: &Value, endpoint: &Endpoint) -> Result<Grant, Error> {
+        match (
+            value.member("resource").and_then(Value::as_str),
+            value.member("client").and_then(Value::as_str),
+            value.member("token"),
+            value.member("since"),
+        ) {
+            (
+                Some(resource),
+                Some(client),
+                Some(Value::Int(token)),
+                Some(Value::DateTime(since)),
+            ) => Ok(Grant {
+                resource: resource.to_owned(),
+                client: client.to_owned(),
+                token: *token,
+                since: rfc3339(since),
+            }),
+            _ => Err(unexpected(endpoint, "a fencing call")),
+        }
+    }
+
+    fn json(&self) -> String {
+        format!(
+            "{{\"resource\": {}, \"client\": {}, \"token\": {}, \"since\": {}}}",
+            json::string(&self.resource),
+            json::string(&self.client),
+            self.token,
+            json::string(&self.since)
+        )
+    }
+
+    /// As `list` prints a lock.
+    fn line(&self) -> String {
+        format!(
+            "{}\t{}\t{}\t{}\n",
+            tsv(&self.resource),
+            tsv(&self.client),
+            self.since,
+            self.token
+        )
+    }
+}
+
+/// What lockcmd says on stderr, and the exit status that goes with it.
+struct Messages {
+    quiet: bool,
+    /// `--wait`, for the message when it ran out.
+    wait: Duration,
+}
+
+impl Messages {
+    fn say(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("lockcmd: {message}");
+        }
+    }
+
+    fn fail(&self, error: &Error) -> u8 {
+        self.say(&describe(error));
+        exit_status(error)
+    }
+
+    /// [`Messages::fail`] for a lock that may have been waited for.
+    fn fail_waiting(&self, error: &Error) -> u8 {
+        if self.wait.is_zero() {
+            return self.fail(error);
+        }
+        self.say(&format!(
+            "{}; gave up after waiting {} s",
+            describe(error),
+            self.wait.as_secs_f64()
+        ));
+        exit_status(error)
+    }
+}
+
+/// `run`: take the lock, run the command, release the lock; the exit status.
+fn run_locked(
+    client: &mut Servers,
+    messages: &Messages,
+    resource: &str,
+    name: &str,
+    command: &[OsString],
+) -> u8 {
+    let grant = match acquire_waiting(client, resource, name, messages.wait) {
+        Ok(grant) => grant,
+        Err(error) => return messages.fail_waiting(&error),
+    };
+    let status = match run_child(command, &grant) {
+        Ok(status) => status,
+        Err(e) => {
+            messages.say(&format!("cannot run {:?}: {e}", command[0]));
+            if e.kind() == io::ErrorKind::NotFound {
+                NOT_FOUND
+            } else {
+                CANNOT_EXECUTE
             }
         }
+    };
+    let release = fencing_call("release", resource, name, grant.token, None);
+    let Err(error) = client.call_values(&release) else {
+        return status;
+    };
+    let hint = if error.is_refusal() {
+        String::new()
+    } else {
+        format!(
+            "; it may still be held: check with 'lockcmd status {resource}' and release it with 'lockcmd release {resource} {name} {}'",
+            grant.token
+        )
+    };
+    messages.say(&format!(
+        "could not release the lock on {resource:?}: {}{hint}",
+        describe(&error)
+    ));
+    if status == 0 {
+        exit_status(&error)
+    } else {
+        status
     }
 }
 
 /// `status` as a line of text or JSON.
-fn status_text(client: &mut Client, resource: &str, json: bool) -> Result<String, Error> {
+fn status_text(client: &mut Servers, resource: &str, json: bool) -> Result<String, Error> {
     let value = client.call("status", &[resource])?;
     let held = Held::from_status(&value, client.endpoint())?;
     Ok(match (json, held) {
         (true, held) => format!("{}\n", Held::json(resource, held.as_ref())),
+        (false, Some(held)) if held.token > 0 => format!(
+            "{resource} is locked by {} since {} (token {})\n",
+            held.client, held.since, held.token
+        ),
         (false, Some(held)) => format!(
             "{resource} is locked by {} since {}\n",
             held.client, held.since
@@ -433,7 +788,7 @@ fn status_text(client: &mut Client, resource: &str, json: bool) -> Result<String
 }
 
 /// `locks` as tab-separated lines, or as a JSON array.
-fn list_text(client: &mut Client, json: bool) -> Result<String, Error> {
+fn list_text(client: &mut Servers, json: bool) -> Result<String, Error> {
     let Value::Array(items) = client.call("locks", &[])? else {
         return Err(unexpected(client.endpoint(), "locks"));
     };
@@ -455,7 +810,13 @@ fn list_text(client: &mut Client, json: bool) -> Result<String, Error> {
     Ok(rows
         .iter()
         .map(|(resource, held)| {
-            format!("{}\t{}\t{}\n", tsv(resource), tsv(&held.client), held.since)
+            format!(
+                "{}\t{}\t{}\t{}\n",
+                tsv(resource),
+                tsv(&held.client),
+                held.since,
+                held.token
+            )
         })
         .collect())
 }
@@ -463,19 +824,38 @@ fn list_text(client: &mut Client, json: bool) -> Result<String, Error> {
 /// Take the lock, retrying under `--wait` while it is held by someone else
 /// or lockd cannot be reached.
 fn lock_waiting(
-    client: &mut Client,
+    client: &mut Servers,
     resource: &str,
     name: &str,
     wait: Duration,
 ) -> Result<(), Error> {
+    waiting(wait, || client.lock(resource, name))
+}
+
+/// `acquire`, retrying as [`lock_waiting`] does.
+fn acquire_waiting(
+    client: &mut Servers,
+    resource: &str,
+    name: &str,
+    wait: Duration,
+) -> Result<Grant, Error> {
+    waiting(wait, || {
+        let value = client.call("acquire", &[resource, name])?;
+        Grant::read(&value, client.endpoint())
+    })
+}
+
+/// Make a call until it succeeds, retrying under `--wait` while the
+/// resource is held by someone else or lockd cannot be reached.
+fn waiting<T>(wait: Duration, mut call: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
     let deadline = Instant::now() + wait;
     let random = RandomState::new();
     let mut pause = FIRST_BACKOFF;
     let mut attempt = 0u64;
     loop {
         attempt += 1;
-        let error = match client.lock(resource, name) {
-            Ok(()) => return Ok(()),
+        let error = match call() {
+            Ok(done) => return Ok(done),
             Err(error) => error,
         };
         let retry = error.is_refusal() || matches!(error, Error::Unreachable { .. });
@@ -491,50 +871,36 @@ fn lock_waiting(
     }
 }
 
-/// Run the command with the stop signals passed on; its exit status.
-fn run_child(command: &[OsString]) -> io::Result<u8> {
-    const FORWARDED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
-    // Block the signals, so they wait for sigtimedwait below instead of
-    // ending lockcmd, and SIGCHLD, which says the command has ended.
-    // SAFETY: sigemptyset/sigaddset fill a local sigset_t; blocking signals
-    // in the only thread is sound.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for signal in FORWARDED.into_iter().chain([libc::SIGCHLD]) {
-            libc::sigaddset(&mut set, signal);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+/// Run the command with the stop signals passed on, and the grant in its
+/// environment; its exit status.
+fn run_child(command: &[OsString], grant: &Grant) -> io::Result<u8> {
+    const FORWARDED: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+    // Block the signals, so they wait for `wait` below instead of ending
+    // lockcmd, and SIGCHLD, which says the command has ended. The command
+    // itself starts with none of them blocked.
+    let set = SignalSet::of(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
+    set.block()?;
     let mut child = Command::new(&command[0]);
-    child.args(&command[1..]);
-    // SAFETY: between fork and exec only sigprocmask, which is
-    // async-signal-safe, runs: the command starts with no signal blocked.
-    unsafe {
-        child.pre_exec(move || {
-            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
+    child
+        .args(&command[1..])
+        .env("LOCKD_RESOURCE", &grant.resource)
+        .env("LOCKD_CLIENT", &grant.client)
+        .env("LOCKD_TOKEN", grant.token.to_string());
+    set.unblock_in_child(&mut child);
     let mut child = child.spawn()?;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let wake = libc::timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        // SAFETY: sigtimedwait with a valid set, info and timeout.
-        let signal = unsafe { libc::sigtimedwait(&set, &mut info, &wake) };
         // A signal from a terminal (Ctrl-C) already reached the command, which
         // is in the same foreground process group; pass on only those that a
         // process sent to lockcmd alone (kill(1), systemd).
-        if FORWARDED.contains(&signal) && info.si_code <= 0 {
-            // SAFETY: kill(2) on our own child, which has not been reaped.
-            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        match set.wait(Duration::from_secs(1)) {
+            Some(received) if FORWARDED.contains(&received.signal) && received.from_process => {
+                // The child has not been reaped, so its pid is still its own.
+                let _ = sys::kill(child.id(), received.signal);
+            }
+            _ => {}
         }
     };
     Ok(match (status.code(), status.signal()) {
@@ -589,6 +955,8 @@ struct Held {
     client: String,
     /// RFC 3339, UTC.
     since: String,
+    /// 0: a lock without a token (or a lockd that does not send one).
+    token: i32,
 }
 
 impl Held {
@@ -604,6 +972,10 @@ impl Held {
                 Ok(Some(Held {
                     client: client.to_owned(),
                     since: rfc3339(since),
+                    token: match value.member("token") {
+                        Some(Value::Int(token)) => *token,
+                        _ => 0,
+                    },
                 }))
             }
             _ => Err(unexpected(endpoint, "status")),
@@ -613,14 +985,15 @@ impl Held {
     fn json(resource: &str, held: Option<&Held>) -> String {
         match held {
             Some(held) => format!(
-                "{{\"resource\": {}, \"locked\": true, \"client\": {}, \"since\": {}}}",
-                json_string(resource),
-                json_string(&held.client),
-                json_string(&held.since)
+                "{{\"resource\": {}, \"locked\": true, \"client\": {}, \"since\": {}, \"token\": {}}}",
+                json::string(resource),
+                json::string(&held.client),
+                json::string(&held.since),
+                held.token
             ),
             None => format!(
                 "{{\"resource\": {}, \"locked\": false}}",
-                json_string(resource)
+                json::string(resource)
             ),
         }
     }
@@ -651,24 +1024,6 @@ fn tsv(name: &str) -> String {
             c => out.push(c),
         }
     }
-    out
-}
-
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 
@@ -707,7 +1062,12 @@ mod tests {
 
     fn server(args: &[&str], from_env: Option<&str>) -> String {
         match parse(args.iter().map(OsString::from).collect(), from_env) {
-            Ok(Parsed::Run(invocation)) => invocation.endpoint.to_string(),
+            Ok(Parsed::Run(invocation)) => invocation
+                .endpoints
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
             _ => panic!("{args:?} does not parse"),
         }
     }
@@ -726,10 +1086,9 @@ mod tests {
     }
 
     #[test]
-    fn times_names_and_json() {
+    fn times_and_names() {
         assert_eq!(rfc3339("20261129T15:04:05"), "2026-11-29T15:04:05Z");
         assert_eq!(rfc3339("2026-11-29"), "2026-11-29");
         assert_eq!(tsv("a\tb\\c\nd"), "a\\tb\\\\c\\nd");
-        assert_eq!(json_string("a\"\\\u{1}é"), "\"a\\\"\\\\\\u0001é\"");
     }
 }

@@ -20,12 +20,15 @@
 //! The last line of output is `RESULT {json}` for the driver.
 
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use lockd::xmlrpc::{self, Call, Value};
+use lockd::{http, json, sys};
 
 const USAGE: &str =
     "usage: lockd-bench --addr HOST:PORT [--clients N] [--warmup SECS] [--duration SECS]
@@ -69,8 +72,8 @@ struct Options {
 
 fn main() -> ExitCode {
     let options = match parse_options(std::env::args().skip(1).collect()) {
-        Ok(options) => options,
-        Err(message) if message == "help" => {
+        Ok(Some(options)) => options,
+        Ok(None) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
@@ -103,91 +106,116 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_options(args: Vec<String>) -> Result<Options, String> {
-    let mut addr = None;
-    let mut options = Options {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        host: String::new(),
-        clients: 1,
-        warmup: Duration::from_secs(1),
-        duration: Duration::from_secs(5),
-        mode: Mode::Distinct,
-        protocol: Protocol::XmlRpc,
-        noop: false,
-        server_pid: None,
-        label: String::new(),
-        stagger: Duration::ZERO,
-    };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            return Err("help".into());
-        }
-        let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
-        let seconds = |v: &str| {
-            v.parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64)
-                .ok_or_else(|| format!("{arg} wants seconds, got {v:?}"))
-        };
-        match arg.as_str() {
-            "--addr" => addr = Some(value),
-            "--clients" => {
-                options.clients =
-                    value.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
-                        format!("--clients wants a positive number, got {value:?}")
-                    })?;
-            }
-            "--warmup" => options.warmup = seconds(&value)?,
-            "--duration" => options.duration = seconds(&value)?,
-            "--mode" => {
-                options.mode = match value.as_str() {
-                    "distinct" => Mode::Distinct,
-                    "contended" => Mode::Contended,
-                    "idle" => Mode::Idle,
-                    _ => return Err(format!("unknown mode {value:?}")),
-                }
-            }
-            "--protocol" => {
-                options.protocol = match value.as_str() {
-                    "xmlrpc" => Protocol::XmlRpc,
-                    "redis" => Protocol::Redis,
-                    _ => return Err(format!("unknown protocol {value:?}")),
-                }
-            }
-            "--expect" => {
-                options.noop = match value.as_str() {
-                    "lockd" => false,
-                    "noop" => true,
-                    _ => return Err(format!("--expect wants lockd or noop, got {value:?}")),
-                }
-            }
-            "--server-pid" => {
-                options.server_pid = Some(
-                    value
-                        .parse()
-                        .map_err(|_| format!("--server-pid wants a process id, got {value:?}"))?,
-                );
-            }
-            "--label" => options.label = value,
-            "--stagger-ms" => {
-                options.stagger = value
-                    .parse()
-                    .map(Duration::from_millis)
-                    .map_err(|_| format!("--stagger-ms wants milliseconds, got {value:?}"))?;
-            }
-            _ => return Err(format!("unknown option {arg}")),
-        }
+/// The options, or `None` for `--help`.
+fn parse_options(args: Vec<String>) -> Result<Option<Options>, String> {
+    let mut opts = getopts::Options::new();
+    for (name, hint) in [
+        ("addr", "HOST:PORT"),
+        ("clients", "N"),
+        ("warmup", "SECS"),
+        ("duration", "SECS"),
+        ("mode", "MODE"),
+        ("protocol", "PROTOCOL"),
+        ("expect", "SERVER"),
+        ("server-pid", "PID"),
+        ("label", "TEXT"),
+        ("stagger-ms", "MS"),
+    ] {
+        opts.optopt("", name, "", hint);
     }
-    let addr = addr.ok_or("--addr is required")?;
-    options.addr = addr
+    opts.optflag("h", "help", "");
+    let matches = opts.parse(args).map_err(|e| e.to_string())?;
+    if matches.opt_present("help") {
+        return Ok(None);
+    }
+    if let Some(extra) = matches.free.first() {
+        return Err(format!("unexpected argument {extra:?}"));
+    }
+    let seconds = |name: &str, default: f64| {
+        let seconds = number(&matches, name, default, "seconds", |s: &f64| {
+            s.is_finite() && *s >= 0.0
+        })?;
+        Ok::<_, String>(Duration::from_secs_f64(seconds))
+    };
+    let mode = choice(
+        &matches,
+        "mode",
+        &[
+            ("distinct", Mode::Distinct),
+            ("contended", Mode::Contended),
+            ("idle", Mode::Idle),
+        ],
+    )?;
+    let protocol = choice(
+        &matches,
+        "protocol",
+        &[("xmlrpc", Protocol::XmlRpc), ("redis", Protocol::Redis)],
+    )?;
+    let noop = choice(&matches, "expect", &[("lockd", false), ("noop", true)])?;
+    let server_pid = matches
+        .opt_present("server-pid")
+        .then(|| number(&matches, "server-pid", 0, "a process id", |_| true))
+        .transpose()?;
+    let stagger_ms = number(&matches, "stagger-ms", 0, "milliseconds", |_| true)?;
+    let host = matches.opt_str("addr").ok_or("--addr is required")?;
+    let addr = host
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
         .next()
-        .ok_or_else(|| format!("{addr} resolves to nothing"))?;
-    options.host = addr;
-    Ok(options)
+        .ok_or_else(|| format!("{host} resolves to nothing"))?;
+    Ok(Some(Options {
+        addr,
+        host,
+        clients: number(&matches, "clients", 1, "a positive number", |&n| n > 0)?,
+        warmup: seconds("warmup", 1.0)?,
+        duration: seconds("duration", 5.0)?,
+        mode,
+        protocol,
+        noop,
+        server_pid,
+        label: matches.opt_str("label").unwrap_or_default(),
+        stagger: Duration::from_millis(stagger_ms),
+    }))
+}
+
+/// The value of `--name` as a number that passes `fits`, else `default`.
+fn number<T: std::str::FromStr>(
+    matches: &getopts::Matches,
+    name: &str,
+    default: T,
+    what: &str,
+    fits: impl Fn(&T) -> bool,
+) -> Result<T, String> {
+    match matches.opt_str(name) {
+        None => Ok(default),
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(fits)
+            .ok_or_else(|| format!("--{name} wants {what}, got {text:?}")),
+    }
+}
+
+/// The value of `--name`, one of `choices` (the first is the default).
+fn choice<T: Copy>(
+    matches: &getopts::Matches,
+    name: &str,
+    choices: &[(&str, T)],
+) -> Result<T, String> {
+    let Some(text) = matches.opt_str(name) else {
+        return choices
+            .first()
+            .map(|&(_, value)| value)
+            .ok_or_else(|| format!("--{name} has no choices"));
+    };
+    choices
+        .iter()
+        .find(|(word, _)| *word == text)
+        .map(|&(_, value)| value)
+        .ok_or_else(|| {
+            let words: Vec<&str> = choices.iter().map(|(word, _)| *word).collect();
+            format!("--{name} wants one of {}, got {text:?}", words.join(", "))
+        })
 }
 
 /// What a reply meant, independent of the protocol.
@@ -216,29 +244,73 @@ enum Ending {
 /// One client's keep-alive connection.
 struct Conn {
     addr: SocketAddr,
-    stream: Option<TcpStream>,
-    buf: Vec<u8>,
+    reader: Option<BufReader<Patient>>,
     reconnects: u64,
+}
+
+/// A socket whose reads wait, polling every [`POLL`], until `until`; a
+/// reply that has begun by then is waited for up to [`HANG_GUARD`] more,
+/// so that a reply is never cut in two by the window's end.
+struct Patient {
+    stream: TcpStream,
+    until: Instant,
+    /// Whether a byte arrived since `until` was set.
+    read_any: bool,
+}
+
+impl Read for Patient {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.stream.read(buf) {
+                Ok(n) => {
+                    self.read_any |= n > 0;
+                    return Ok(n);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    let limit = if self.read_any {
+                        self.until + HANG_GUARD
+                    } else {
+                        self.until
+                    };
+                    if Instant::now() >= limit {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 impl Conn {
     fn new(addr: SocketAddr) -> Conn {
         Conn {
             addr,
-            stream: None,
-            buf: Vec::with_capacity(4096),
+            reader: None,
             reconnects: 0,
         }
     }
 
     fn connect(&mut self) -> io::Result<()> {
-        if self.stream.is_none() {
+        if self.reader.is_none() {
             let stream = TcpStream::connect(self.addr)?;
             stream.set_nodelay(true)?;
             stream.set_read_timeout(Some(POLL))?;
             stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-            self.stream = Some(stream);
-            self.buf.clear();
+            self.reader = Some(BufReader::with_capacity(
+                8192,
+                Patient {
+                    stream,
+                    until: Instant::now(),
+                    read_any: false,
+                },
+            ));
             self.reconnects += 1;
         }
         Ok(())
@@ -248,15 +320,15 @@ impl Conn {
     /// `until` has passed.
     fn call(&mut self, protocol: Protocol, request: &[u8], until: Instant) -> Ending {
         if let Err(error) = self.connect() {
-            self.stream = None;
+            self.reader = None;
             return Ending::Error(format!("connect: {error}"));
         }
-        let result = match self.stream.as_mut() {
-            Some(stream) => stream.write_all(request),
+        let result = match self.reader.as_mut() {
+            Some(reader) => reader.get_mut().stream.write_all(request),
             None => return Ending::Error("not connected".into()),
         };
         if let Err(error) = result {
-            self.stream = None;
+            self.reader = None;
             return Ending::Error(format!("send: {error}"));
         }
         self.receive(protocol, until)
@@ -265,163 +337,74 @@ impl Conn {
     /// Read the reply to the request sent last. After `Censored` the
     /// connection stays open, so the reply can still be read.
     fn receive(&mut self, protocol: Protocol, until: Instant) -> Ending {
+        let Some(reader) = self.reader.as_mut() else {
+            return Ending::Error("not connected".into());
+        };
+        let patient = reader.get_mut();
+        patient.until = until;
+        patient.read_any = false;
         let parsed = match protocol {
-            Protocol::XmlRpc => self.read_http(until),
-            Protocol::Redis => self.read_resp(until),
+            Protocol::XmlRpc => read_xmlrpc(reader),
+            Protocol::Redis => read_resp(reader),
         };
         match parsed {
-            Ok(Some((reply, keep))) => {
+            Ok((reply, keep)) => {
                 let at = Instant::now();
                 if !keep {
-                    self.stream = None;
+                    self.reader = None;
                 }
                 Ending::Reply(reply, at)
             }
-            Ok(None) => Ending::Censored,
+            Err(error) if error.kind() == io::ErrorKind::TimedOut && !reader.get_ref().read_any => {
+                Ending::Censored
+            }
             Err(error) => {
-                self.stream = None;
-                Ending::Error(error)
+                self.reader = None;
+                Ending::Error(format!("receive: {error}"))
             }
         }
-    }
-
-    /// Read more bytes into the buffer; `Ok(false)` once `until` passed.
-    fn fill(&mut self, until: Instant) -> Result<bool, String> {
-        let stream = self.stream.as_mut().ok_or("not connected")?;
-        let mut chunk = [0u8; 8192];
-        loop {
-            match stream.read(&mut chunk) {
-                Ok(0) => return Err("the server closed the connection mid-reply".into()),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(true);
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if Instant::now() >= until {
-                        return Ok(false);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("receive: {e}")),
-            }
-        }
-    }
-
-    /// One HTTP response: the status line and headers up to CRLFCRLF, then
-    /// a Content-Length body (or, without one, everything up to the close).
-    /// Returns the reply and whether the connection stays open.
-    fn read_http(&mut self, until: Instant) -> Result<Option<(Reply, bool)>, String> {
-        let head_end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            if self.buf.len() > 64 * 1024 {
-                return Err("response headers longer than 64 KiB".into());
-            }
-            if !self.fill(until)? {
-                return Ok(None);
-            }
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let mut parts = status_line.split(' ');
-        let version = parts.next().unwrap_or_default().to_owned();
-        let status = parts.next().unwrap_or_default().to_owned();
-        let mut length = None;
-        let mut connection = String::new();
-        for line in lines {
-            if let Some((name, value)) = line.split_once(':') {
-                let value = value.trim();
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = Some(
-                        value
-                            .parse::<usize>()
-                            .map_err(|_| format!("bad Content-Length {value:?}"))?,
-                    );
-                } else if name.eq_ignore_ascii_case("connection") {
-                    connection = value.to_ascii_lowercase();
-                } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    return Err(format!("unexpected Transfer-Encoding {value:?}"));
-                }
-            }
-        }
-        let keep = match version.as_str() {
-            "HTTP/1.1" => connection != "close",
-            "HTTP/1.0" => connection == "keep-alive",
-            _ => return Err(format!("not an HTTP response: {status_line:?}")),
-        };
-        let body = match length {
-            Some(length) => {
-                while self.buf.len() < head_end + length {
-                    if !self.fill(until)? {
-                        return Ok(None);
-                    }
-                }
-                let body = self.buf[head_end..head_end + length].to_vec();
-                self.buf.drain(..head_end + length);
-                body
-            }
-            None => {
-                loop {
-                    match self.fill(until) {
-                        Ok(true) => {}
-                        Ok(false) => return Ok(None),
-                        Err(_) => break,
-                    }
-                }
-                let body = self.buf[head_end..].to_vec();
-                self.buf.clear();
-                return Ok(Some((classify_xmlrpc(&status, &body), false)));
-            }
-        };
-        Ok(Some((classify_xmlrpc(&status, &body), keep)))
-    }
-
-    /// One RESP reply (simple string, error, integer or bulk string).
-    fn read_resp(&mut self, until: Instant) -> Result<Option<(Reply, bool)>, String> {
-        let line_end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n") {
-                break i;
-            }
-            if !self.fill(until)? {
-                return Ok(None);
-            }
-        };
-        let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-        let mut used = line_end + 2;
-        let reply = match line.as_bytes().first() {
-            Some(b'+') if &line[1..] == "OK" => Reply::Done,
-            Some(b':') if &line[1..] == "1" => Reply::Done,
-            Some(b':') if &line[1..] == "0" => Reply::NotLocked,
-            Some(b'$') if &line[1..] == "-1" => Reply::AlreadyLocked,
-            Some(b'$') => {
-                let n: usize = line[1..]
-                    .parse()
-                    .map_err(|_| format!("bad RESP bulk length {line:?}"))?;
-                while self.buf.len() < used + n + 2 {
-                    if !self.fill(until)? {
-                        return Ok(None);
-                    }
-                }
-                let text = String::from_utf8_lossy(&self.buf[used..used + n]).into_owned();
-                used += n + 2;
-                Reply::Other(format!("bulk string {text:?}"))
-            }
-            _ => Reply::Other(format!("RESP reply {line:?}")),
-        };
-        self.buf.drain(..used);
-        Ok(Some((reply, true)))
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// One HTTP reply, classified; and whether the connection stays open.
+fn read_xmlrpc(reader: &mut BufReader<Patient>) -> io::Result<(Reply, bool)> {
+    match http::read_response(reader) {
+        Ok(response) => Ok((
+            classify_xmlrpc(response.status, &response.body),
+            response.keep_alive,
+        )),
+        Err(http::ReadError::Io(error)) => Err(error),
+        Err(error) => Err(io::Error::other(error)),
+    }
+}
+
+/// One RESP reply (simple string, error, integer or bulk string).
+fn read_resp(reader: &mut BufReader<Patient>) -> io::Result<(Reply, bool)> {
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line)?;
+    let Some(line) = line.strip_suffix(b"\r\n") else {
+        return Err(io::Error::other(
+            "the server closed the connection mid-reply",
+        ));
+    };
+    let line = String::from_utf8_lossy(line).into_owned();
+    let reply = match line.as_bytes().first() {
+        Some(b'+') if &line[1..] == "OK" => Reply::Done,
+        Some(b':') if &line[1..] == "1" => Reply::Done,
+        Some(b':') if &line[1..] == "0" => Reply::NotLocked,
+        Some(b'$') if &line[1..] == "-1" => Reply::AlreadyLocked,
+        Some(b'$') => {
+            let n: usize = line[1..]
+                .parse()
+                .map_err(|_| io::Error::other(format!("bad RESP bulk length {line:?}")))?;
+            let mut text = vec![0; n + 2];
+            reader.read_exact(&mut text)?;
+            text.truncate(n);
+            Reply::Other(format!("bulk string {:?}", String::from_utf8_lossy(&text)))
+        }
+        _ => Reply::Other(format!("RESP reply {line:?}")),
+    };
+    Ok((reply, true))
 }
 
 const NIL_RESPONSE: &str =
@@ -430,9 +413,9 @@ const NIL_RESPONSE: &str =
 /// What an XML-RPC reply means: the nil response (white space between
 /// elements is free), one of the three refusals (fault code 1), or anything
 /// else.
-fn classify_xmlrpc(status: &str, body: &[u8]) -> Reply {
+fn classify_xmlrpc(status: u16, body: &[u8]) -> Reply {
     let text = String::from_utf8_lossy(body);
-    if status != "200" {
+    if status != 200 {
         return Reply::Other(format!("HTTP status {status}: {}", excerpt(&text)));
     }
     let mut compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
@@ -499,21 +482,17 @@ fn excerpt(text: &str) -> String {
 /// An XML-RPC call exactly as Python 3's `xmlrpc.client.ServerProxy` sends
 /// it, headers and body in one write.
 fn xmlrpc_request(host: &str, method: &str, params: &[&str]) -> Vec<u8> {
-    let mut body = format!(
-        "<?xml version='1.0'?>\n<methodCall>\n<methodName>{method}</methodName>\n<params>\n"
-    );
-    for param in params {
-        let _ = write!(
-            body,
-            "<param>\n<value><string>{param}</string></value>\n</param>\n"
-        );
-    }
-    body.push_str("</params>\n</methodCall>\n");
-    format!(
-        "POST /RPC2 HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: gzip\r\nContent-Type: text/xml\r\nUser-Agent: Python-xmlrpc/3.11\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    let call = Call {
+        method: method.to_owned(),
+        params: params.iter().map(|p| Value::Str((*p).to_owned())).collect(),
+    };
+    let headers = [
+        ("Host", host),
+        ("Accept-Encoding", "gzip"),
+        ("Content-Type", "text/xml"),
+        ("User-Agent", "Python-xmlrpc/3.11"),
+    ];
+    http::post("/RPC2", &headers, &xmlrpc::write_call_as_python(&call))
 }
 
 fn resp_request(words: &[&str]) -> Vec<u8> {
@@ -636,7 +615,7 @@ fn sleep_until(at: Instant) {
 }
 
 /// Where a client is in its cycle.
-#[derive(PartialEq)]
+#[derive(Clone, Copy, PartialEq)]
 enum Step {
     Lock,
     Unlock,
@@ -719,44 +698,49 @@ fn client(options: &Options, i: usize, conn: &mut Conn, w: Window) -> Tally {
         };
     }
     if step != Step::Lock {
-        // Release what this client may still hold, outside the window, so
-        // that the next run on the same server starts from free resources.
-        match conn.call(options.protocol, &unlock, Instant::now() + HANG_GUARD) {
-            Ending::Reply(Reply::Done | Reply::NotLocked, _) if step == Step::Recover => {}
-            Ending::Reply(Reply::NotHolder, _) if step == Step::Recover && contended => {}
-            Ending::Reply(Reply::Done, _) => {}
-            Ending::Reply(reply, _) => {
-                tally.unexpected += 1;
-                tally.problem(format!(
-                    "client {i}: unexpected reply to the final unlock: {reply:?}"
-                ));
-            }
-            Ending::Censored => {
-                tally.errors += 1;
-                tally.problem(format!(
-                    "client {i}: no reply to the final unlock within {HANG_GUARD:?}"
-                ));
-            }
-            Ending::Error(error) => {
-                tally.errors += 1;
-                tally.problem(format!("client {i}: final unlock: {error}"));
-            }
-        }
+        release(options, i, conn, &unlock, step, &mut tally);
     }
     tally.reconnects = conn.reconnects;
     tally
 }
 
+/// Release what client `i` may still hold after the window, so that the
+/// next run on the same server starts from free resources.
+fn release(
+    options: &Options,
+    i: usize,
+    conn: &mut Conn,
+    unlock: &[u8],
+    step: Step,
+    tally: &mut Tally,
+) {
+    let contended = options.mode == Mode::Contended && !options.noop;
+    match conn.call(options.protocol, unlock, Instant::now() + HANG_GUARD) {
+        Ending::Reply(Reply::Done | Reply::NotLocked, _) if step == Step::Recover => {}
+        Ending::Reply(Reply::NotHolder, _) if step == Step::Recover && contended => {}
+        Ending::Reply(Reply::Done, _) => {}
+        Ending::Reply(reply, _) => {
+            tally.unexpected += 1;
+            tally.problem(format!(
+                "client {i}: unexpected reply to the final unlock: {reply:?}"
+            ));
+        }
+        Ending::Censored => {
+            tally.errors += 1;
+            tally.problem(format!(
+                "client {i}: no reply to the final unlock within {HANG_GUARD:?}"
+            ));
+        }
+        Ending::Error(error) => {
+            tally.errors += 1;
+            tally.problem(format!("client {i}: final unlock: {error}"));
+        }
+    }
+}
+
 /// Seconds of CPU this process used (all threads, user + system).
 fn own_cpu() -> f64 {
-    // SAFETY: getrusage fills the struct we pass; it is plain data.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage struct.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return 0.0;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    sys::cpu_time().map_or(0.0, |t| t.as_secs_f64())
 }
 
 /// Seconds of CPU process `pid` used so far (user + system), from
@@ -766,9 +750,8 @@ fn server_cpu(pid: u32) -> Option<f64> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (ticks > 0).then(|| (utime + stime) / ticks as f64)
+    let ticks = sys::clock_ticks_per_second()?;
+    Some((utime + stime) / ticks as f64)
 }
 
 /// A `Vm*` line of /proc/PID/status, in KiB.
@@ -829,18 +812,7 @@ impl Json {
     }
     fn text(&mut self, key: &str, value: &str) {
         self.key(key);
-        self.0.push('"');
-        for c in value.chars() {
-            match c {
-                '"' => self.0.push_str("\\\""),
-                '\\' => self.0.push_str("\\\\"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(self.0, "\\u{:04x}", c as u32);
-                }
-                c => self.0.push(c),
-            }
-        }
-        self.0.push('"');
+        json::push_string(&mut self.0, value);
     }
     fn finish(mut self) -> String {
         self.0.push('}');
@@ -848,6 +820,65 @@ impl Json {
     }
 }
 
+/// What all clients measured together.
+struct Totals<'a> {
+    cycles: u64,
+    refused: u64,
+    errors: u64,
+    unexpected: u64,
+    censored: u64,
+    reconnects: u64,
+    /// Cycles per client, sorted.
+    per_client: Vec<u64>,
+    /// Call latencies in nanoseconds, sorted.
+    lock: Vec<u64>,
+    unlock: Vec<u64>,
+    /// The first few problems.
+    problems: Vec<&'a str>,
+}
+
+impl Totals<'_> {
+    fn of(tallies: &[Tally]) -> Totals<'_> {
+        let sum = |f: fn(&Tally) -> u64| tallies.iter().map(f).sum::<u64>();
+        let sorted = |f: fn(&Tally) -> &Vec<u64>| {
+            let mut all: Vec<u64> = tallies.iter().flat_map(|t| f(t).iter().copied()).collect();
+            all.sort_unstable();
+            all
+        };
+        let mut per_client: Vec<u64> = tallies.iter().map(|t| t.cycles).collect();
+        per_client.sort_unstable();
+        Totals {
+            cycles: sum(|t| t.cycles),
+            refused: sum(|t| t.refused),
+            errors: sum(|t| t.errors),
+            unexpected: sum(|t| t.unexpected),
+            censored: sum(|t| t.censored),
+            reconnects: sum(|t| t.reconnects),
+            per_client,
+            lock: sorted(|t| &t.lock_ns),
+            unlock: sorted(|t| &t.unlock_ns),
+            problems: tallies
+                .iter()
+                .flat_map(|t| t.problems.iter().map(String::as_str))
+                .take(3)
+                .collect(),
+        }
+    }
+
+    /// Fewest, median and most cycles of one client.
+    fn spread(&self) -> (u64, u64, u64) {
+        let at = |i: usize| self.per_client.get(i).copied().unwrap_or(0);
+        let n = self.per_client.len();
+        (at(0), at(n / 2), at(n.saturating_sub(1)))
+    }
+
+    fn starved(&self) -> usize {
+        self.per_client.iter().filter(|&&c| c == 0).count()
+    }
+}
+
+/// What was measured and how: the text lines, then the summary for the
+/// driver.
 fn report(
     options: &Options,
     tallies: &[Tally],
@@ -855,58 +886,57 @@ fn report(
     client_cpu: f64,
     server_cpu: Option<f64>,
 ) -> Summary {
-    let sum = |f: fn(&Tally) -> u64| tallies.iter().map(f).sum::<u64>();
-    let cycles = sum(|t| t.cycles);
-    let refused = sum(|t| t.refused);
-    let errors = sum(|t| t.errors);
-    let unexpected = sum(|t| t.unexpected);
-    let censored = sum(|t| t.censored);
-    let reconnects = sum(|t| t.reconnects);
-    let mut per_client: Vec<u64> = tallies.iter().map(|t| t.cycles).collect();
-    per_client.sort_unstable();
-    let starved = per_client.iter().filter(|&&c| c == 0).count();
-    let median_client = per_client[per_client.len() / 2];
-    let mut lock: Vec<u64> = tallies
-        .iter()
-        .flat_map(|t| t.lock_ns.iter().copied())
-        .collect();
-    let mut unlock: Vec<u64> = tallies
-        .iter()
-        .flat_map(|t| t.unlock_ns.iter().copied())
-        .collect();
-    lock.sort_unstable();
-    unlock.sort_unstable();
-    let problems: Vec<&str> = tallies
-        .iter()
-        .flat_map(|t| t.problems.iter().map(String::as_str))
-        .take(3)
-        .collect();
-    let rate = cycles as f64 / window_s;
-    let mode = match options.mode {
+    let totals = Totals::of(tallies);
+    print_report(options, &totals, window_s, client_cpu, server_cpu);
+    Summary {
+        json: json_report(options, &totals, window_s, client_cpu, server_cpu),
+        clean: totals.errors == 0 && totals.unexpected == 0,
+    }
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
         Mode::Distinct => "distinct",
         Mode::Contended => "contended",
         Mode::Idle => "idle",
-    };
-    let protocol = match options.protocol {
+    }
+}
+
+fn protocol_name(protocol: Protocol) -> &'static str {
+    match protocol {
         Protocol::XmlRpc => "xmlrpc",
         Protocol::Redis => "redis",
-    };
+    }
+}
 
+fn print_report(
+    options: &Options,
+    t: &Totals,
+    window_s: f64,
+    client_cpu: f64,
+    server_cpu: Option<f64>,
+) {
     println!(
-        "{} {protocol} {mode}, {} clients, {:.1} s window after {:.1} s warm-up",
+        "{} {} {}, {} clients, {:.1} s window after {:.1} s warm-up",
         options.label,
+        protocol_name(options.protocol),
+        mode_name(options.mode),
         options.clients,
         window_s,
         options.warmup.as_secs_f64()
     );
-    println!("  cycles/s         {rate:.0}  ({cycles} lock+unlock cycles)");
+    let rate = t.cycles as f64 / window_s;
+    println!(
+        "  cycles/s         {rate:.0}  ({} lock+unlock cycles)",
+        t.cycles
+    );
     if options.mode == Mode::Contended {
         println!(
             "  refusals/s       {:.0}  (\"already locked\", expected here)",
-            refused as f64 / window_s
+            t.refused as f64 / window_s
         );
     }
-    for (name, samples) in [("lock", &lock), ("unlock", &unlock)] {
+    for (name, samples) in [("lock", &t.lock), ("unlock", &t.unlock)] {
         println!(
             "  {name:<7} ms       p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  ({} calls)",
             percentile(samples, 0.50),
@@ -916,15 +946,16 @@ fn report(
             samples.len()
         );
     }
+    let (min, median, max) = t.spread();
     println!(
-        "  cycles/client    min {}  median {median_client}  max {}  ({starved} clients starved)",
-        per_client[0],
-        per_client[per_client.len() - 1]
+        "  cycles/client    min {min}  median {median}  max {max}  ({} clients starved)",
+        t.starved()
     );
     println!(
-        "  checks           {errors} errors, {unexpected} unexpected replies, {censored} calls still waiting when the window closed (counted at their waiting time), {reconnects} connects"
+        "  checks           {} errors, {} unexpected replies, {} calls still waiting when the window closed (counted at their waiting time), {} connects",
+        t.errors, t.unexpected, t.censored, t.reconnects
     );
-    for problem in &problems {
+    for problem in &t.problems {
         println!("  problem          {problem}");
     }
     println!(
@@ -937,32 +968,41 @@ fn report(
             100.0 * cpu / window_s
         );
     }
+}
 
+fn json_report(
+    options: &Options,
+    t: &Totals,
+    window_s: f64,
+    client_cpu: f64,
+    server_cpu: Option<f64>,
+) -> String {
     let mut json = Json::new();
     json.text("label", &options.label);
-    json.text("protocol", protocol);
-    json.text("mode", mode);
+    json.text("protocol", protocol_name(options.protocol));
+    json.text("mode", mode_name(options.mode));
     json.num("clients", options.clients as f64);
     json.num("warmup_s", options.warmup.as_secs_f64());
     json.num("window_s", window_s);
-    json.num("cycles", cycles as f64);
-    json.num("cycles_per_s", rate);
-    json.num("refused_per_s", refused as f64 / window_s);
-    for (name, samples) in [("lock", &lock), ("unlock", &unlock)] {
+    json.num("cycles", t.cycles as f64);
+    json.num("cycles_per_s", t.cycles as f64 / window_s);
+    json.num("refused_per_s", t.refused as f64 / window_s);
+    for (name, samples) in [("lock", &t.lock), ("unlock", &t.unlock)] {
         json.num(&format!("{name}_calls"), samples.len() as f64);
         for (p, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
             json.num(&format!("{name}_{p}_ms"), percentile(samples, q));
         }
     }
-    json.num("per_client_min", per_client[0] as f64);
-    json.num("per_client_median", median_client as f64);
-    json.num("per_client_max", per_client[per_client.len() - 1] as f64);
-    json.num("starved", starved as f64);
-    json.num("errors", errors as f64);
-    json.num("unexpected", unexpected as f64);
-    json.num("censored", censored as f64);
-    json.num("connects", reconnects as f64);
-    json.text("problems", &problems.join(" | "));
+    let (min, median, max) = t.spread();
+    json.num("per_client_min", min as f64);
+    json.num("per_client_median", median as f64);
+    json.num("per_client_max", max as f64);
+    json.num("starved", t.starved() as f64);
+    json.num("errors", t.errors as f64);
+    json.num("unexpected", t.unexpected as f64);
+    json.num("censored", t.censored as f64);
+    json.num("connects", t.reconnects as f64);
+    json.text("problems", &t.problems.join(" | "));
     json.num("client_cpu_s", client_cpu);
     json.num("client_cpu_pct", 100.0 * client_cpu / window_s);
     json.opt("server_cpu_s", server_cpu);
@@ -976,10 +1016,7 @@ fn report(
         "server_hwm_kib",
         pid.and_then(|p| server_mem(p, "VmHWM")).map(|k| k as f64),
     );
-    Summary {
-        json: json.finish(),
-        clean: errors == 0 && unexpected == 0,
-    }
+    json.finish()
 }
 
 /// Open `clients` connections, do one checked cycle on each, keep them all
@@ -1012,7 +1049,7 @@ fn idle(options: &Options) -> Result<Summary, String> {
                 }
             }
         }
-        if conn.stream.is_none() {
+        if conn.reader.is_none() {
             return Err(format!(
                 "connection {i}: the server closed it after a reply, so it cannot be held idle"
             ));
@@ -1035,7 +1072,7 @@ fn idle(options: &Options) -> Result<Summary, String> {
     // The connections must still be open: a closed one reads 0 bytes.
     let mut closed = 0;
     for conn in &mut conns {
-        if let Some(stream) = conn.stream.as_mut() {
+        if let Some(stream) = conn.reader.as_mut().map(|r| &mut r.get_mut().stream) {
             let _ = stream.set_nonblocking(true);
             let mut byte = [0u8; 1];
             if matches!(stream.read(&mut byte), Ok(0)) {
@@ -1069,6 +1106,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn options_are_read_and_mistakes_explained() {
+        let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        let options = parse_options(args(&[
+            "--addr",
+            "127.0.0.1:1",
+            "--clients",
+            "4",
+            "--mode",
+            "contended",
+            "--warmup",
+            "0.5",
+            "--server-pid",
+            "7",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(options.clients, 4);
+        assert_eq!(options.mode, Mode::Contended);
+        assert_eq!(options.protocol, Protocol::XmlRpc);
+        assert_eq!(options.server_pid, Some(7));
+        assert_eq!(options.warmup, Duration::from_millis(500));
+        assert!(parse_options(args(&["--help"])).unwrap().is_none());
+        for (bad, says) in [
+            (&["--addr", "127.0.0.1:1", "--clients", "0"][..], "positive"),
+            (&["--addr"], "Argument to option 'addr' missing"),
+            (
+                &["--addr", "127.0.0.1:1", "--mode", "x"],
+                "distinct, contended, idle",
+            ),
+            (&[], "--addr is required"),
+        ] {
+            let error = parse_options(args(bad)).unwrap_err();
+            assert!(error.contains(says), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
     fn requests_are_what_python_sends() {
         // Captured from Python 3.11: ServerProxy("http://127.0.0.1:59069")
         // .lock("resource1", "client1"), headers and body in one write.
@@ -1089,7 +1163,7 @@ mod tests {
     #[test]
     fn replies_are_classified() {
         let nil = "<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n<value><nil/></value></param>\n</params>\n</methodResponse>\n";
-        assert_eq!(classify_xmlrpc("200", nil.as_bytes()), Reply::Done);
+        assert_eq!(classify_xmlrpc(200, nil.as_bytes()), Reply::Done);
         let fault = |s: &str| {
             format!(
                 "<?xml version=\"1.0\"?><methodResponse><fault><value><struct>\
@@ -1101,26 +1175,26 @@ mod tests {
         let already =
             fault("&lt;type 'exceptions.Exception'&gt;:Resource already locked by 'client-1'");
         assert_eq!(
-            classify_xmlrpc("200", already.as_bytes()),
+            classify_xmlrpc(200, already.as_bytes()),
             Reply::AlreadyLocked
         );
         let not_locked = fault("&lt;type 'exceptions.Exception'&gt;:Resource not locked");
         assert_eq!(
-            classify_xmlrpc("200", not_locked.as_bytes()),
+            classify_xmlrpc(200, not_locked.as_bytes()),
             Reply::NotLocked
         );
         assert!(matches!(
-            classify_xmlrpc("200", fault("internal").as_bytes()),
+            classify_xmlrpc(200, fault("internal").as_bytes()),
             Reply::Other(_)
         ));
         assert!(matches!(
-            classify_xmlrpc("500", nil.as_bytes()),
+            classify_xmlrpc(500, nil.as_bytes()),
             Reply::Other(_)
         ));
         // A nil hidden in something else is not the nil reply.
         let array = "<methodResponse><params><param><value><array><data><value><nil/></value></data></array></value></param></params></methodResponse>";
         assert!(matches!(
-            classify_xmlrpc("200", array.as_bytes()),
+            classify_xmlrpc(200, array.as_bytes()),
             Reply::Other(_)
         ));
     }

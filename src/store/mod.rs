@@ -1,0 +1,1406 @@
+//! The lock core: one file per held lock in the lock directory.
+//!
+//! A held lock is the file `<dir>/<stem>.resource.lock` ([`names::stem`]:
+//! the resource name itself, as gocept.lockd wrote it, unless it has a `/`).
+//! Under the name itself it holds the bare client string, as gocept.lockd
+//! wrote it, and the lock time is its modification time; under an encoded
+//! name (a name with a `/`), three lines: the client, the UTC time and
+//! `resource=` with the percent-encoded resource name. lockd 0.1's files
+//! (client and time, under the encoded name) are honoured too, and moved to
+//! the name itself at start-up. A file name may so spell a name as it is or
+//! encoded: a resource is refused while a lock file stands under any of its
+//! [`names::stems`], and only the file that is really its own is released
+//! by `unlock` and shown by `locks` ([`owner`]).
+//!
+//! Taking a lock hard-links a fully written, fsync'd content file to its
+//! name: `link` fails if the name exists, so the check and the change are one
+//! atomic step, and a lock file can never be seen half-written. Releasing
+//! unlinks it.
+//!
+//! Every check-and-change runs under the process-wide mutex and an `flock` on
+//! `<dir>/lockd.lock` (as gocept.lockd did), so threads and other processes
+//! sharing the directory never grant a resource twice. Neither is held across
+//! an fsync: the directory is fsync'd afterwards by [`Store::sync`], once for
+//! every change made since the last sync (group commit). Each result carries
+//! the change number it observed; a reply may be sent once
+//! [`Store::is_durable`] says that change is on stable storage.
+//!
+//! Content files are named `.lockd-<pid>-<n>.tmp`. One is written per client,
+//! resource and second and shared by hard links, so a client that takes and
+//! releases a lock many times a second costs one data fsync a second, not one
+//! a call. They are removed when their second has passed, and at start-up
+//! whatever an earlier run left behind is removed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs::TryLockError;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::clock;
+use crate::names::{self, LOCK_SUFFIX, NameError};
+
+mod fencing;
+mod record;
+
+pub use fencing::{MAX_BATCH, MAX_TOKEN, Reason};
+
+use record::{Kind, Record, content_text, owner, read_lock_file};
+
+/// What linking a lock file came to.
+enum Linked {
+    Done,
+    /// A lock file stands under one of the resource's stems.
+    InTheWay(Record),
+    /// The content file is gone: another process's start-up removed it.
+    ContentGone,
+}
+
+/// A lock file that stands in the way of a resource.
+struct Found {
+    path: PathBuf,
+    record: Record,
+    /// Whether it is that resource's own lock file (see [`owner`]).
+    own: bool,
+}
+
+/// How long a call waits for another process's hold on `lockd.lock`.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// The file locked around every check-and-change, shared with gocept.lockd.
+pub const GLOBAL_LOCK_FILE: &str = "lockd.lock";
+
+const TEMP_PREFIX: &str = ".lockd-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// A held lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    pub resource: String,
+    pub client: String,
+    pub since: SystemTime,
+    /// The fencing token; 0 for a lock without one (taken with `lock`, or
+    /// by gocept.lockd).
+    pub token: u32,
+}
+
+/// Why a lock was not granted or released: the three refusals of the
+/// seed contract, then fencing's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    AlreadyLocked {
+        holder: String,
+    },
+    NotHolder {
+        holder: String,
+        client: String,
+    },
+    NotLocked,
+    /// `acquire_many`: the first resource in the way.
+    ManyAlreadyLocked {
+        resource: String,
+        holder: String,
+    },
+    /// `release` of a grant that has ended: the client holds a newer one.
+    OtherGrant {
+        holder: String,
+        held: u32,
+        given: u32,
+    },
+    /// `break_lock` of a grant that is not the one held.
+    NotThatGrant {
+        holder: String,
+        token: u32,
+        given_holder: String,
+        given_token: u32,
+    },
+    /// The resource's token would pass [`fencing::MAX_TOKEN`].
+    TokensExhausted {
+        resource: String,
+    },
+    /// The resource's last token kept moving while a grant was prepared.
+    Contended,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::AlreadyLocked { holder } => {
+                write!(f, "Resource already locked by {}", names::py2repr(holder))
+            }
+            Refusal::NotHolder { holder, client } => write!(
+                f,
+                "Resource locked by {} cannot be unlocked by {}",
+                names::py2repr(holder),
+                names::py2repr(client)
+            ),
+            Refusal::NotLocked => f.write_str("Resource not locked"),
+            Refusal::ManyAlreadyLocked { resource, holder } => write!(
+                f,
+                "Resource {} already locked by {}",
+                names::py2repr(resource),
+                names::py2repr(holder)
+            ),
+            Refusal::OtherGrant {
+                holder,
+                held,
+                given,
+            } => write!(
+                f,
+                "Resource locked by {} under token {held}, not {given}: that grant has ended",
+                names::py2repr(holder)
+            ),
+            Refusal::NotThatGrant {
+                holder,
+                token,
+                given_holder,
+                given_token,
+            } => write!(
+                f,
+                "Resource locked by {} under token {token}, not by {} under token {given_token}",
+                names::py2repr(holder),
+                names::py2repr(given_holder)
+            ),
+            Refusal::TokensExhausted { resource } => write!(
+                f,
+                "Resource {} has used every fencing token up to {} (or its last token is unreadable): lock it under another name",
+                names::py2repr(resource),
+                fencing::MAX_TOKEN
+            ),
+            Refusal::Contended => f.write_str(
+                "Resource could not be granted: other processes kept taking and releasing it; call again",
+            ),
+        }
+    }
+}
+
+/// Why an operation did not happen.
+#[derive(Debug)]
+pub enum Error {
+    /// The seed contract says no.
+    Refused(Refusal),
+    /// The resource name or client string cannot be stored.
+    Name(NameError),
+    /// The lock directory failed.
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl Error {
+    fn io(action: &'static str, path: &Path, source: io::Error) -> Error {
+        Error::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Refused(refusal) => refusal.fmt(f),
+            Error::Name(error) => error.fmt(f),
+            Error::Io {
+                action,
+                path,
+                source,
+            } => {
+                let hint = match source.kind() {
+                    io::ErrorKind::PermissionDenied => {
+                        "check that lockd's user may write to the lock directory"
+                    }
+                    io::ErrorKind::ReadOnlyFilesystem => {
+                        "the filesystem is read-only: remount it read-write"
+                    }
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                        "the filesystem is full: free space"
+                    }
+                    io::ErrorKind::NotFound => {
+                        "the lock directory has gone: recreate it or restart lockd"
+                    }
+                    io::ErrorKind::NotADirectory => "give --dir the path of a directory",
+                    io::ErrorKind::TimedOut => {
+                        "another process sharing the lock directory (a lockd on another node, gocept.lockd) holds it, perhaps stopped or cut off; nothing was changed: call again, and look at that process"
+                    }
+                    _ => "check the lock directory's filesystem and the system log",
+                };
+                write!(f, "could not {action} {}: {source}; {hint}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Name(error) => Some(error),
+            Error::Refused(_) => None,
+        }
+    }
+}
+
+/// An operation's result and the number of the last change it observed.
+#[derive(Debug)]
+pub struct Observed<T> {
+    pub result: Result<T, Error>,
+    pub seq: u64,
+}
+
+impl<T> Observed<T> {
+    /// A failure before anything was observed: it may be answered at once.
+    fn failed(error: Error) -> Observed<T> {
+        Observed {
+            result: Err(error),
+            seq: 0,
+        }
+    }
+}
+
+/// What start-up found in the lock directory.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    pub locks: usize,
+    pub removed_leftovers: usize,
+    /// lockd 0.1's lock files moved to the name gocept.lockd looks at.
+    pub moved: usize,
+    /// Lock files no resource name maps to (see [`owner`]): they still
+    /// stop every resource they could stand for from being granted.
+    pub foreign: Vec<String>,
+    /// Subdirectories, where gocept.lockd kept locks on names with a `/`:
+    /// such names are refused while they exist.
+    pub subdirectories: Vec<String>,
+}
+
+/// The lock directory.
+pub struct Store {
+    dir: PathBuf,
+    /// The directory, open for fsync; replaced if the directory is.
+    dir_file: RwLock<Arc<File>>,
+    core: Mutex<Core>,
+    synced: AtomicU64,
+    /// Content files by client and resource.
+    contents: Mutex<HashMap<(String, String), Content>>,
+    temp_counter: AtomicU64,
+    lock_wait: RwLock<Duration>,
+}
+
+struct Core {
+    global_lock: File,
+    /// Device and inode of the directory `dir_file` and `global_lock` are in.
+    dir_id: (u64, u64),
+    changes: u64,
+}
+
+/// A durable content file that new lock files of one client link to.
+struct Content {
+    second: i64,
+    path: PathBuf,
+}
+
+/// The process mutex and the directory's flock, released on drop.
+struct Guard<'a> {
+    core: MutexGuard<'a, Core>,
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        // Closing the file would release it too; an error here leaves
+        // nothing to do.
+        let _ = self.core.global_lock.unlock();
+    }
+}
+
+/// `fs::create_dir_all` for the lock directory. EEXIST means something that
+/// is not a directory has the name, which "File exists" would not say.
+fn create_dir(dir: &Path) -> Result<(), Error> {
+    fs::create_dir_all(dir).map_err(|e| {
+        let e = match e.kind() {
+            io::ErrorKind::AlreadyExists => io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "it exists and is not a directory",
+            ),
+            _ => e,
+        };
+        Error::io("create the lock directory", dir, e)
+    })
+}
+
+impl Store {
+    /// Create the lock directory if it is missing; its canonical path.
+    pub fn make_dir(dir: &Path) -> Result<PathBuf, Error> {
+        create_dir(dir)?;
+        fs::canonicalize(dir).map_err(|e| Error::io("resolve", dir, e))
+    }
+
+    /// Open (and create) the lock directory, and remove leftovers of writes
+    /// an earlier run did not finish.
+    pub fn open(dir: &Path) -> Result<(Store, OpenReport), Error> {
+        create_dir(dir)?;
+        let dir = fs::canonicalize(dir).map_err(|e| Error::io("resolve", dir, e))?;
+        let (dir_file, global_lock, dir_id) = open_dir(&dir)?;
+        let store = Store {
+            dir,
+            dir_file: RwLock::new(Arc::new(dir_file)),
+            core: Mutex::new(Core {
+                global_lock,
+                dir_id,
+                changes: 0,
+            }),
+            synced: AtomicU64::new(0),
+            contents: Mutex::new(HashMap::new()),
+            temp_counter: AtomicU64::new(0),
+            lock_wait: RwLock::new(DEFAULT_LOCK_WAIT),
+        };
+        let report = store.recover()?;
+        Ok((store, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Remove leftover content files, count the locks, and move each lock
+    /// file lockd 0.1 wrote under an encoded name to the name gocept.lockd
+    /// looks at, so that a legacy daemon sharing the directory sees it.
+    fn recover(&self) -> Result<OpenReport, Error> {
+        let mut report = OpenReport::default();
+        let _guard = self.guard()?;
+        // Lock files of `acquire_many` calls that never committed.
+        report.removed_leftovers += self.sweep_batches()?;
+        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
+        let mut removed = report.removed_leftovers > 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let path = entry.path();
+            if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+                match fs::remove_file(&path) {
+                    Ok(()) => report.removed_leftovers += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("remove the leftover", &path, e)),
+                }
+                removed = true;
+                continue;
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                report.subdirectories.push(name.into_owned());
+                continue;
+            }
+            let Some(stem) = name.strip_suffix(LOCK_SUFFIX) else {
+                continue;
+            };
+            let record = match read_lock_file(&path) {
+                Ok(record) => record,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("read", &path, e)),
+            };
+            let owner = entry.file_name().to_str().and(owner(stem, &record));
+            match owner {
+                None => report.foreign.push(name.into_owned()),
+                Some(resource) => {
+                    report.locks += 1;
+                    if self.move_encoded(stem, &resource, &record)? {
+                        report.moved += 1;
+                    }
+                }
+            }
+        }
+        if removed {
+            self.dir_file()
+                .sync_all()
+                .map_err(|e| Error::io("fsync", &self.dir, e))?;
+        }
+        report.foreign.sort();
+        report.subdirectories.sort();
+        Ok(report)
+    }
+
+    /// Move a lock file lockd 0.1 wrote under the encoded `stem` of
+    /// `resource` to `resource`'s own stem, rewritten in today's form. The
+    /// new name is linked and made durable before the old one is removed,
+    /// so the lock is held throughout; killed halfway, the next start
+    /// finishes the move. Returns whether it moved.
+    fn move_encoded(&self, stem: &str, resource: &str, record: &Record) -> Result<bool, Error> {
+        if record.kind != Kind::Encoded {
+            return Ok(false);
+        }
+        let target_stem = names::stem(resource).map_err(Error::Name)?;
+        if target_stem == stem {
+            return Ok(false);
+        }
+        let old = self.dir.join(format!("{stem}{LOCK_SUFFIX}"));
+        let target = self.dir.join(format!("{target_stem}{LOCK_SUFFIX}"));
+        let content = self.temp_path("");
+        let text = content_text(&record.holder, record.since, resource);
+        create_durable_at(&content, text.as_bytes(), record.since)?;
+        let linked = fs::hard_link(&content, &target);
+        let _ = fs::remove_file(&content);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let done = read_lock_file(&target).is_ok_and(|held| {
+                    held.holder == record.holder
+                        && owner(&target_stem, &held).as_deref() == Some(resource)
+                });
+                if !done {
+                    // Both files stay, and each stops `resource` from
+                    // being granted.
+                    log::warn!(
+                        "{old:?} and {target:?} both hold {resource:?}: lockd refuses it to everyone else; remove the file whose holder no longer runs"
+                    );
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(Error::io("link", &target, e)),
+        }
+        let dir = self.dir_file();
+        dir.sync_all()
+            .map_err(|e| Error::io("fsync", &self.dir, e))?;
+        fs::remove_file(&old).map_err(|e| Error::io("remove", &old, e))?;
+        dir.sync_all()
+            .map_err(|e| Error::io("fsync", &self.dir, e))?;
+        log::info!(
+            "moved the lock on {resource:?} held by {:?} from {old:?} to {target:?}, where gocept.lockd looks for it",
+            record.holder
+        );
+        Ok(true)
+    }
+
+    /// The process mutex and the directory's `flock`. The `flock` is
+    /// waited for at most [`Store::set_lock_wait`]: a process that holds it
+    /// and does not go on (a lockd stopped, or on a node cut off, on a
+    /// cluster filesystem) fails calls, it does not hang them.
+    fn guard(&self) -> Result<Guard<'_>, Error> {
+        let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        let path = || self.dir.join(GLOBAL_LOCK_FILE);
+        let wait = *self
+            .lock_wait
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(50);
+        loop {
+            match core.global_lock.try_lock() {
+                Ok(()) => return Ok(Guard { core }),
+                Err(TryLockError::WouldBlock) if start.elapsed() < wait => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    let waited = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("still held by another process after {wait:?}"),
+                    );
+                    return Err(Error::io("lock", &path(), waited));
+                }
+                Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path(), e)),
+            }
+        }
+    }
+
+    /// How long a call waits for another process's hold on `lockd.lock`
+    /// (10 s unless set).
+    pub fn set_lock_wait(&self, wait: Duration) {
+        *self
+            .lock_wait
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = wait;
+    }
+
+    /// If the lock directory was removed and made anew (by hand, or by a
+    /// tool), reopen it: otherwise fsyncs and the flock would go to the old,
+    /// deleted directory, and acknowledged changes would not be durable.
+    /// Checked before every fsync, and when a file is not found (so that a
+    /// directory that has gone is a failure, not "Resource not locked").
+    /// Returns whether it was replaced.
+    fn follow_directory(&self, core: &mut Core) -> Result<bool, Error> {
+        let meta = fs::metadata(&self.dir)
+            .map_err(|e| Error::io("open the lock directory", &self.dir, e))?;
+        if (meta.dev(), meta.ino()) == core.dir_id {
+            return Ok(false);
+        }
+        let (dir_file, global_lock, dir_id) = open_dir(&self.dir)?;
+        log::warn!(
+            "the lock directory {} was replaced; lockd now uses the new one",
+            self.dir.display()
+        );
+        core.global_lock = global_lock;
+        core.dir_id = dir_id;
+        *self
+            .dir_file
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(dir_file);
+        Ok(true)
+    }
+
+    fn dir_file(&self) -> Arc<File> {
+        Arc::clone(&self.dir_file.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The number of the last change, read after the observation it covers.
+    fn current_seq(&self) -> u64 {
+        self.core
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .changes
+    }
+
+    fn lock_path(&self, stem: &str) -> PathBuf {
+        self.dir.join(format!("{stem}{LOCK_SUFFIX}"))
+    }
+
+    /// The lock file that stops `resource` from being granted, if any:
+    /// `resource`'s own lock file if there is one, else the first file under
+    /// one of `stems` that stands for another name.
+    fn find(&self, resource: &str, stems: &[String]) -> Result<Option<Found>, Error> {
+        let mut other = None;
+        for stem in stems {
+            let path = self.lock_path(stem);
+            match read_lock_file(&path) {
+                Ok(record) if !self.is_live(&record) => {}
+                Ok(record) => {
+                    let own = owner(stem, &record).as_deref() == Some(resource);
+                    let found = Found { path, record, own };
+                    if own {
+                        return Ok(Some(found));
+                    }
+                    other.get_or_insert(found);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("read", &path, e)),
+            }
+        }
+        Ok(other)
+    }
+
+    /// Refuse a name gocept.lockd would keep below a subdirectory of the
+    /// lock directory while that subdirectory exists: lockd does not look
+    /// into it, and a legacy daemon may hold the name there.
+    fn check_subdirectory(&self, resource: &str, stems: Vec<String>) -> Result<Vec<String>, Error> {
+        if let names::LegacyPath::Subdirectory(subdirectory) = names::legacy_path(resource)
+            && fs::symlink_metadata(self.dir.join(&subdirectory)).is_ok()
+        {
+            return Err(Error::Name(NameError::LegacySubdirectory { subdirectory }));
+        }
+        Ok(stems)
+    }
+
+    /// gocept.lockd's lock on `resource` if it ran under a Latin-1 locale:
+    /// Python 2 wrote a non-ASCII name in the locale's encoding. Such a
+    /// file is no lock lockd can release (its name is not UTF-8), but it
+    /// stops the name from being granted.
+    fn find_latin1(&self, resource: &str) -> Result<Option<Found>, Error> {
+        let Some(stem) = names::latin1(resource) else {
+            return Ok(None);
+        };
+        let mut name = stem;
+        name.extend_from_slice(LOCK_SUFFIX.as_bytes());
+        let path = self.dir.join(OsStr::from_bytes(&name));
+        match read_lock_file(&path) {
+            Ok(record) => Ok(Some(Found {
+                path,
+                record,
+                own: false,
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", &path, e)),
+        }
+    }
+
+    /// Take the lock on `resource` for `client`.
+    pub fn lock(&self, resource: &str, client: &str) -> Observed<()> {
+        let checked = names::stems(resource)
+            .map_err(Error::Name)
+            .and_then(|stems| {
+                names::check_client(client).map_err(Error::Name)?;
+                Ok(stems)
+            });
+        let stems = match checked.and_then(|stems| self.check_subdirectory(resource, stems)) {
+            Ok(stems) => stems,
+            Err(error) => return Observed::failed(error),
+        };
+        let path = self.lock_path(&stems[0]);
+        let now = SystemTime::now();
+        let mut fresh = false;
+        loop {
+            let content = match self.content_file(client, resource, now, fresh) {
+                Ok(content) => content,
+                Err(error) => return Observed::failed(error),
+            };
+            let mut guard = match self.guard() {
+                Ok(guard) => guard,
+                Err(error) => return Observed::failed(error),
+            };
+            let result = match self.link_if_free(resource, &stems, &content) {
+                Ok(Linked::Done) => {
+                    guard.core.changes += 1;
+                    Ok(())
+                }
+                Ok(Linked::InTheWay(record)) => Err(Error::Refused(Refusal::AlreadyLocked {
+                    holder: record.holder,
+                })),
+                Ok(Linked::ContentGone) if !fresh => {
+                    fresh = true;
+                    continue;
+                }
+                Ok(Linked::ContentGone) => Err(Error::io(
+                    "link",
+                    &path,
+                    io::Error::from(io::ErrorKind::NotFound),
+                )),
+                Err(error) => Err(error),
+            };
+            return Observed {
+                result,
+                seq: guard.core.changes,
+            };
+        }
+    }
+
+    /// Under the guard: link `content` as `resource`'s lock file (under
+    /// `stems[0]`) unless a lock file stands under any of its stems.
+    fn link_if_free(
+        &self,
+        resource: &str,
+        stems: &[String],
+        content: &Path,
+    ) -> Result<Linked, Error> {
+        // The first stem is checked by `link` itself.
+        let found = match self.find(resource, &stems[1..])? {
+            Some(found) => Some(found),
+            None => self.find_latin1(resource)?,
+        };
+        if let Some(found) = found {
+            return Ok(Linked::InTheWay(found.record));
+        }
+        let path = self.lock_path(&stems[0]);
+        let mut cleared = false;
+        loop {
+            return match fs::hard_link(content, &path) {
+                Ok(()) => Ok(Linked::Done),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let record = read_lock_file(&path).map_err(|e| Error::io("read", &path, e))?;
+                    if self.is_live(&record) || cleared {
+                        return Ok(Linked::InTheWay(record));
+                    }
+                    // What a batch that never committed left: under the
+                    // guard no batch is half-way, so it is dead.
+                    fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                    cleared = true;
+                    continue;
+                }
+                // Another process's start-up may have removed the content file.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !content.exists() => {
+                    Ok(Linked::ContentGone)
+                }
+                Err(e) => Err(Error::io("link", &path, e)),
+            };
+        }
+    }
+
+    /// Whether a lock file counts: a grant of `acquire_many` counts only
+    /// once its batch's marker exists (see [`fencing`]).
+    fn is_live(&self, record: &Record) -> bool {
+        record
+            .grant
+            .batch
+            .as_ref()
+            .is_none_or(|batch| self.batch_marker(batch).exists())
+    }
+
+    /// Release the lock on `resource` held by `client`.
+    pub fn unlock(&self, resource: &str, client: &str) -> Observed<()> {
+        let stems = match names::stems(resource) {
+            Ok(stems) => stems,
+            Err(error) => return Observed::failed(Error::Name(error)),
+        };
+        let mut followed = false;
+        loop {
+            let mut guard = match self.guard() {
+                Ok(guard) => guard,
+                Err(error) => return Observed::failed(error),
+            };
+            let result = match self.find(resource, &stems) {
+                Err(error) => Err(error),
+                Ok(None) => match self.follow_directory(&mut guard.core) {
+                    Ok(true) if !followed => {
+                        followed = true;
+                        continue;
+                    }
+                    Ok(_) => Err(Error::Refused(Refusal::NotLocked)),
+                    Err(error) => Err(error),
+                },
+                // A lock file of another name that only looks like this
+                // one's: `resource` is refused, but not held.
+                Ok(Some(found)) if !found.own => Err(Error::Refused(Refusal::NotLocked)),
+                Ok(Some(found)) if found.record.holder != client => {
+                    Err(Error::Refused(Refusal::NotHolder {
+                        holder: found.record.holder,
+                        client: client.to_owned(),
+                    }))
+                }
+                Ok(Some(found)) => self.retire(&found).map(|()| {
+                    guard.core.changes += 1;
+                }),
+            };
+            return Observed {
+                result,
+                seq: guard.core.changes,
+            };
+        }
+    }
+
+    /// Who holds `resource` (or, for a name another lock file stands in the
+    /// way of, who holds that), if anyone: what `lock` would answer.
+    pub fn status(&self, resource: &str) -> Observed<Option<Lock>> {
+        let stems = match names::stems(resource) {
+            Ok(stems) => stems,
+            Err(error) => return Observed::failed(Error::Name(error)),
+        };
+        let result = match self.find(resource, &stems) {
+            Ok(Some(found)) => Ok(Some(Lock {
+                resource: resource.to_owned(),
+                client: found.record.holder,
+                since: found.record.since,
+                token: found.record.grant.token,
+            })),
+            Ok(None) => {
+                let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+                match self.follow_directory(&mut core) {
+                    // Replaced: the new directory has not been read yet.
+                    Ok(true) => {
+                        drop(core);
+                        self.status(resource).result
+                    }
+                    Ok(false) => Ok(None),
+                    Err(error) => Err(error),
+                }
+            }
+            Err(error) => Err(error),
+        };
+        Observed {
+            result,
+            seq: self.current_seq(),
+        }
+    }
+
+    /// Every held lock, sorted by resource name.
+    pub fn locks(&self) -> Observed<Vec<Lock>> {
+        let result = self.scan();
+        Observed {
+            result,
+            seq: self.current_seq(),
+        }
+    }
+
+    fn scan(&self) -> Result<Vec<Lock>, Error> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
+        let mut locks = BTreeMap::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
+            let name = entry.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(LOCK_SUFFIX)) else {
+                continue;
+            };
+            let path = entry.path();
+            let record = match read_lock_file(&path) {
+                Ok(record) => record,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("read", &path, e)),
+            };
+            if !self.is_live(&record) {
+                continue;
+            }
+            if let Some(resource) = owner(stem, &record) {
+                locks.entry(resource).or_insert(record);
+            }
+        }
+        Ok(locks
+            .into_iter()
+            .map(|(resource, record)| Lock {
+                resource,
+                client: record.holder,
+                since: record.since,
+                token: record.grant.token,
+            })
+            .collect())
+    }
+
+    /// Make every change made so far durable: fsync the lock directory.
+    /// Returns the number of the last change it covers.
+    pub fn sync(&self) -> Result<u64, Error> {
+        let target = {
+            let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+            self.follow_directory(&mut core)?;
+            core.changes
+        };
+        self.dir_file()
+            .sync_all()
+            .map_err(|e| Error::io("fsync", &self.dir, e))?;
+        self.synced.fetch_max(target, Ordering::AcqRel);
+        Ok(target)
+    }
+
+    /// Whether change `seq` (and every one before it) is on stable storage.
+    pub fn is_durable(&self, seq: u64) -> bool {
+        self.synced.load(Ordering::Acquire) >= seq
+    }
+
+    /// Exercise the write path: create, write, fsync and remove a probe file,
+    /// and fsync the directory. Used by health checks and the watchdog.
+    pub fn probe(&self) -> Result<(), Error> {
+        let path = self.temp_path("probe-");
+        let written = create_durable(&path, b"probe\n");
+        let removed = match fs::remove_file(&path) {
+            // Another process's start-up removes leftover `.lockd-*.tmp`
+            // files, the probe file included.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && written.is_ok() => Ok(()),
+            other => other,
+        };
+        written?;
+        removed.map_err(|e| Error::io("remove", &path, e))?;
+        self.dir_file()
+            .sync_all()
+            .map_err(|e| Error::io("fsync", &self.dir, e))
+    }
+
+    /// When the oldest held lock was taken, for the metrics. Reads only the
+    /// directory and each lock file's modification time (one `stat` each,
+    /// no open): a lock file shares the inode of the content file written
+    /// when it was taken, and gocept.lockd's files have no other time.
+    pub fn oldest_lock(&self) -> Result<Option<SystemTime>, Error> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
+        let mut oldest: Option<SystemTime> = None;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
+            let name = entry.file_name();
+            if !name.to_str().is_some_and(|n| n.ends_with(LOCK_SUFFIX)) {
+                continue;
+            }
+            match entry.metadata().and_then(|m| m.modified()) {
+                Ok(time) => oldest = Some(oldest.map_or(time, |o| o.min(time))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("stat", &entry.path(), e)),
+            }
+        }
+        Ok(oldest)
+    }
+
+    /// `.lockd-<kind><pid>-<n>.tmp`: content files have no kind, self-test
+    /// files `probe-`. Start-up removes them all.
+    fn temp_path(&self, kind: &str) -> PathBuf {
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!(
+            "{TEMP_PREFIX}{kind}{}-{n}{TEMP_SUFFIX}",
+            std::process::id()
+        ))
+    }
+
+    /// A durable content file for `client` locking `resource` at `now`.
+    fn content_file(
+        &self,
+        client: &str,
+        resource: &str,
+        now: SystemTime,
+        fresh: bool,
+    ) -> Result<PathBuf, Error> {
+        let second = clock::unix_seconds(now);
+        let key = (client.to_owned(), resource.to_owned());
+        if !fresh {
+            let contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(content) = contents.get(&key).filter(|c| c.second == second) {
+                return Ok(content.path.clone());
+            }
+        }
+        let path = self.temp_path("");
+        create_durable(&path, content_text(client, now, resource).as_bytes())?;
+        let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
+        let replaced = contents.insert(
+            key,
+            Content {
+                second,
+                path: path.clone(),
+            },
+        );
+        if let Some(old) = replaced {
+            // Lock files linked to it keep their content; a link racing with
+            // this removal fails with NotFound and is retried.
+            let _ = fs::remove_file(old.path);
+        }
+        Ok(path)
+    }
+
+    /// Remove content files whose second has passed: new locks will not
+    /// link to them, and held locks keep their own links.
+    pub fn remove_stale_contents(&self) {
+        self.remove_contents_before(clock::unix_seconds(SystemTime::now()));
+    }
+
+    /// Remove all of this process's content files (at a clean stop).
+    pub fn remove_temporaries(&self) {
+        self.remove_contents_before(i64::MAX);
+    }
+
+    fn remove_contents_before(&self, second: i64) {
+        let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
+        contents.retain(|_, content| {
+            let keep = content.second >= second;
+            if !keep {
+                let _ = fs::remove_file(&content.path);
+            }
+            keep
+        });
+    }
+}
+
+/// Open the lock directory (for fsync) and its `lockd.lock`, and say which
+/// directory they are in.
+fn open_dir(dir: &Path) -> Result<(File, File, (u64, u64)), Error> {
+    let dir_file = File::open(dir).map_err(|e| Error::io("open the lock directory", dir, e))?;
+    let meta = dir_file
+        .metadata()
+        .map_err(|e| Error::io("open the lock directory", dir, e))?;
+    let lock_path = dir.join(GLOBAL_LOCK_FILE);
+    let global_lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(&lock_path)
+        .map_err(|e| Error::io("open", &lock_path, e))?;
+    Ok((dir_file, global_lock, (meta.dev(), meta.ino())))
+}
+
+fn create_durable(path: &Path, data: &[u8]) -> Result<(), Error> {
+    write_durable(path, data, None)
+}
+
+/// [`create_durable`] with the modification time set to `since`: the lock
+/// time of a lock file without a time line.
+fn create_durable_at(path: &Path, data: &[u8], since: SystemTime) -> Result<(), Error> {
+    write_durable(path, data, Some(since))
+}
+
+fn write_durable(path: &Path, data: &[u8], since: Option<SystemTime>) -> Result<(), Error> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| Error::io("create", path, e))?;
+    file.write_all(data)
+        .map_err(|e| Error::io("write", path, e))?;
+    if let Some(since) = since {
+        file.set_modified(since)
+            .map_err(|e| Error::io("set the time of", path, e))?;
+    }
+    file.sync_all().map_err(|e| Error::io("fsync", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Utc;
+
+    fn open(dir: &Path) -> (Store, OpenReport) {
+        Store::open(dir).unwrap()
+    }
+
+    fn write(dir: &Path, file: &str, content: &str) {
+        fs::write(dir.join(file), content).unwrap();
+    }
+
+    /// The lock files in `dir`, sorted.
+    fn lock_files(dir: &Path) -> Vec<String> {
+        let mut files: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(LOCK_SUFFIX))
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn refusal<T: fmt::Debug>(observed: Observed<T>) -> Refusal {
+        match observed.result {
+            Err(Error::Refused(refusal)) => refusal,
+            other => panic!("not a refusal: {other:?}"),
+        }
+    }
+
+    fn already(holder: &str) -> Refusal {
+        Refusal::AlreadyLocked {
+            holder: holder.to_owned(),
+        }
+    }
+
+    fn holder(store: &Store, resource: &str) -> Option<String> {
+        store.status(resource).result.unwrap().map(|l| l.client)
+    }
+
+    #[test]
+    fn lock_unlock_and_each_refusal() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = open(temp.path());
+        let first = store.lock("vm1", "node1");
+        assert!(first.result.is_ok() && first.seq == 1);
+        assert!(!store.is_durable(1));
+        assert_eq!(store.sync().unwrap(), 1);
+        assert!(store.is_durable(1));
+        assert_eq!(refusal(store.lock("vm1", "node2")), already("node1"));
+        assert_eq!(refusal(store.lock("vm1", "node1")), already("node1"));
+        assert_eq!(
+            refusal(store.unlock("vm1", "node2")),
+            Refusal::NotHolder {
+                holder: "node1".into(),
+                client: "node2".into()
+            }
+        );
+        assert_eq!(holder(&store, "vm1").as_deref(), Some("node1"));
+        assert!(store.unlock("vm1", "node1").result.is_ok());
+        assert_eq!(refusal(store.unlock("vm1", "node1")), Refusal::NotLocked);
+        assert_eq!(holder(&store, "vm1"), None);
+        assert!(lock_files(temp.path()).is_empty());
+    }
+
+    #[test]
+    fn bad_names_change_nothing() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = open(temp.path());
+        for (resource, client) in [("", "c"), ("r", ""), ("r", "a\nb"), ("r", " c")] {
+            let observed = store.lock(resource, client);
+            assert!(
+                matches!(observed.result, Err(Error::Name(_))),
+                "{resource:?}"
+            );
+            assert_eq!(observed.seq, 0);
+        }
+        let long = "x".repeat(names::MAX_STEM + 1);
+        assert!(matches!(
+            store.unlock(&long, "c").result,
+            Err(Error::Name(_))
+        ));
+        assert!(
+            fs::read_dir(temp.path()).unwrap().count() == 1,
+            "only lockd.lock"
+        );
+    }
+
+    #[test]
+    fn a_lock_file_is_the_bare_client_or_names_its_resource() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = open(temp.path());
+        store.lock("my vm", "node1").result.unwrap();
+        store.lock("a/b", "node1").result.unwrap();
+        assert_eq!(
+            lock_files(temp.path()),
+            ["a%2Fb.resource.lock", "my vm.resource.lock"]
+        );
+        let bare = fs::read_to_string(temp.path().join("my vm.resource.lock")).unwrap();
+        assert_eq!(bare, "node1", "as gocept.lockd writes it");
+        let text = fs::read_to_string(temp.path().join("a%2Fb.resource.lock")).unwrap();
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines.len(), 4, "{text:?}");
+        assert_eq!(lines[0], "node1");
+        assert!(Utc::parse_rfc3339(lines[1]).is_some(), "{text:?}");
+        assert_eq!(lines[2], "resource=a%2Fb");
+    }
+
+    #[test]
+    fn gocept_lock_files_are_held_by_their_holders() {
+        let temp = tempfile::tempdir().unwrap();
+        // Byte for byte what gocept.lockd 0.1 writes: the bare client.
+        for resource in [
+            "my vm",
+            "caf\u{e9}",
+            ".hidden",
+            "a%b",
+            "UPPER",
+            "x+y=z#@~'\"",
+        ] {
+            write(temp.path(), &format!("{resource}{LOCK_SUFFIX}"), "node2");
+        }
+        let (store, report) = open(temp.path());
+        assert_eq!(report.locks, 6);
+        assert!(report.foreign.is_empty(), "{:?}", report.foreign);
+        assert_eq!(report.moved, 0);
+        for resource in [
+            "my vm",
+            "caf\u{e9}",
+            ".hidden",
+            "a%b",
+            "UPPER",
+            "x+y=z#@~'\"",
+        ] {
+            assert_eq!(refusal(store.lock(resource, "node3")), already("node2"));
+            assert_eq!(holder(&store, resource).as_deref(), Some("node2"));
+        }
+        let listed: Vec<String> = store
+            .locks()
+            .result
+            .unwrap()
+            .into_iter()
+            .map(|l| l.resource)
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ".hidden",
+                "UPPER",
+                "a%b",
+                "caf\u{e9}",
+                "my vm",
+                "x+y=z#@~'\""
+            ]
+        );
+        assert!(matches!(
+            refusal(store.unlock("my vm", "node3")),
+            Refusal::NotHolder { .. }
+        ));
+        store.unlock("my vm", "node2").result.unwrap();
+        assert!(!temp.path().join("my vm.resource.lock").exists());
+        store.lock("my vm", "node3").result.unwrap();
+    }
+
+    #[test]
+    fn lockd_0_1_files_move_to_the_legacy_name_and_stay_held() {
+        let temp = tempfile::tempdir().unwrap();
+        write(
+            temp.path(),
+            "my%20vm.resource.lock",
+            "node1\n2026-01-02T03:04:05Z\n",
+        );
+        write(
+            temp.path(),
+            "a%2520b.resource.lock",
+            "node1\n2026-01-02T03:04:05Z\n",
+        );
+        write(
+            temp.path(),
+            "a%2Fb.resource.lock",
+            "node1\n2026-01-02T03:04:05Z\n",
+        );
+        let (store, report) = open(temp.path());
+        assert_eq!((report.locks, report.moved), (3, 2));
+        assert_eq!(
+            lock_files(temp.path()),
+            [
+                "a%20b.resource.lock",
+                "a%2Fb.resource.lock",
+                "my vm.resource.lock"
+            ]
+        );
+        let moved = store.status("a%20b").result.unwrap().unwrap();
+        assert_eq!(moved.client, "node1");
+        assert_eq!(
+            Utc::from_system(moved.since).rfc3339(),
+            "2026-01-02T03:04:05Z"
+        );
+        // The literal name `a%20b` is held, and `a b` is refused because
+        // of it, but not held.
+        assert_eq!(refusal(store.lock("a b", "node2")), already("node1"));
+        assert_eq!(refusal(store.unlock("a b", "node1")), Refusal::NotLocked);
+        for resource in ["my vm", "a%20b", "a/b"] {
+            assert_eq!(refusal(store.lock(resource, "node2")), already("node1"));
+            store.unlock(resource, "node1").result.unwrap();
+        }
+        assert!(lock_files(temp.path()).is_empty());
+    }
+
+    #[test]
+    fn a_move_killed_halfway_is_finished_at_the_next_start() {
+        let temp = tempfile::tempdir().unwrap();
+        let old = "node1\n2026-01-02T03:04:05Z\n";
+        write(temp.path(), "my%20vm.resource.lock", old);
+        // Linked under the new name, the old one not yet removed.
+        let new = content_text("node1", SystemTime::UNIX_EPOCH, "my vm");
+        write(temp.path(), "my vm.resource.lock", &new);
+        let (store, report) = open(temp.path());
+        assert_eq!(report.moved, 1);
+        assert_eq!(lock_files(temp.path()), ["my vm.resource.lock"]);
+        assert_eq!(holder(&store, "my vm").as_deref(), Some("node1"));
+    }
+
+    #[test]
+    fn two_holders_of_one_name_are_both_kept_and_refuse() {
+        let temp = tempfile::tempdir().unwrap();
+        write(
+            temp.path(),
+            "my%20vm.resource.lock",
+            "node1\n2026-01-02T03:04:05Z\n",
+        );
+        write(temp.path(), "my vm.resource.lock", "node2");
+        let (store, report) = open(temp.path());
+        assert_eq!(report.moved, 0);
+        assert_eq!(lock_files(temp.path()).len(), 2);
+        assert!(matches!(
+            refusal(store.lock("my vm", "node3")),
+            Refusal::AlreadyLocked { .. }
+        ));
+        // Each holder releases its own file; the name is free after both.
+        store.unlock("my vm", "node2").result.unwrap();
+        assert_eq!(refusal(store.lock("my vm", "node3")), already("node1"));
+        store.unlock("my vm", "node1").result.unwrap();
+        store.lock("my vm", "node3").result.unwrap();
+    }
+
+    #[test]
+    fn names_that_could_share_a_file_refuse_each_other() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = open(temp.path());
+        store.lock("a/b", "node1").result.unwrap();
+        assert_eq!(refusal(store.lock("a%2Fb", "node2")), already("node1"));
+        assert_eq!(refusal(store.unlock("a%2Fb", "node1")), Refusal::NotLocked);
+        assert_eq!(holder(&store, "a%2Fb").as_deref(), Some("node1"));
+        store.unlock("a/b", "node1").result.unwrap();
+        store.lock("a%2Fb", "node2").result.unwrap();
+        assert_eq!(refusal(store.lock("a/b", "node1")), already("node2"));
+        let listed: Vec<String> = store
+            .locks()
+            .result
+            .unwrap()
+            .into_iter()
+            .map(|l| l.resource)
+            .collect();
+        assert_eq!(listed, ["a%2Fb"]);
+    }
+
+    #[test]
+    fn names_with_a_slash_meet_gocepts_path_walk() {
+        let temp = tempfile::tempdir().unwrap();
+        // gocept.lockd's lock on "./x" is x.resource.lock; below "sub" it
+        // kept locks on "sub/...".
+        write(temp.path(), "x.resource.lock", "node1");
+        fs::create_dir(temp.path().join("sub")).unwrap();
+        write(temp.path(), "sub/y.resource.lock", "node1");
+        let (store, report) = open(temp.path());
+        assert_eq!(report.subdirectories, ["sub"]);
+        assert_eq!(refusal(store.lock("./x", "node2")), already("node1"));
+        assert!(matches!(
+            store.lock("sub/y", "node2").result,
+            Err(Error::Name(NameError::LegacySubdirectory { .. }))
+        ));
+        store.lock("other/y", "node2").result.unwrap();
+        // lockd keeps "./z" where gocept.lockd would look for it.
+        store.lock("./z", "node2").result.unwrap();
+        assert_eq!(refusal(store.lock("z", "node3")), already("node2"));
+        assert!(temp.path().join("z.resource.lock").exists());
+        assert_eq!(holder(&store, "./z").as_deref(), Some("node2"));
+        store.unlock("./z", "node2").result.unwrap();
+    }
+
+    #[test]
+    fn a_latin1_file_name_refuses_its_name() {
+        let temp = tempfile::tempdir().unwrap();
+        let name = OsStr::from_bytes(b"caf\xe9.resource.lock");
+        fs::write(temp.path().join(name), "node1").unwrap();
+        let (store, report) = open(temp.path());
+        assert_eq!(report.foreign, ["caf\u{fffd}.resource.lock"]);
+        assert_eq!(refusal(store.lock("caf\u{e9}", "node2")), already("node1"));
+        store.lock("caf\u{e8}", "node2").result.unwrap();
+    }
+
+    #[test]
+    fn a_file_filed_under_another_name_is_foreign_and_refuses() {
+        let temp = tempfile::tempdir().unwrap();
+        let misplaced = content_text("node1", SystemTime::UNIX_EPOCH, "y/z");
+        write(temp.path(), "x.resource.lock", &misplaced);
+        let (store, report) = open(temp.path());
+        assert_eq!(report.foreign, ["x.resource.lock"]);
+        assert_eq!(refusal(store.lock("x", "node2")), already("node1"));
+        assert!(store.locks().result.unwrap().is_empty());
+        store.lock("y/z", "node2").result.unwrap();
+    }
+
+    #[test]
+    fn content_files_are_shared_per_client_and_resource_then_removed() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = open(temp.path());
+        let contents = || {
+            fs::read_dir(temp.path())
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().starts_with(TEMP_PREFIX)
+                })
+                .count()
+        };
+        let before = clock::unix_seconds(SystemTime::now());
+        store.lock("a", "c").result.unwrap();
+        store.unlock("a", "c").result.unwrap();
+        store.lock("a", "c").result.unwrap();
+        let same_second = clock::unix_seconds(SystemTime::now()) == before;
+        if same_second {
+            assert_eq!(contents(), 1, "one content file for a's relocks");
+        }
+        store.lock("b", "c").result.unwrap();
+        assert!(contents() >= 2, "b has its own content file");
+        store.remove_temporaries();
+        assert_eq!(contents(), 0);
+        assert_eq!(holder(&store, "a").as_deref(), Some("c"));
+        assert_eq!(holder(&store, "b").as_deref(), Some("c"));
+        // A leftover from a crash is removed at the next start.
+        write(temp.path(), ".lockd-1-1.tmp", "c\n");
+        drop(store);
+        let (_, report) = open(temp.path());
+        assert_eq!((report.removed_leftovers, report.locks), (1, 2));
+    }
+
+    #[test]
+    fn a_process_that_keeps_the_directory_lock_fails_calls_it_does_not_hang_them() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = open(temp.path());
+        store.set_lock_wait(Duration::from_millis(200));
+        let other = File::open(temp.path().join(GLOBAL_LOCK_FILE)).unwrap();
+        other.lock().unwrap();
+        let start = Instant::now();
+        let error = store.lock("vm1", "node1").result.unwrap_err();
+        assert!(start.elapsed() >= Duration::from_millis(200));
+        assert!(
+            error
+                .to_string()
+                .contains("still held by another process after 200ms"),
+            "{error}"
+        );
+        assert!(lock_files(temp.path()).is_empty());
+        other.unlock().unwrap();
+        store.lock("vm1", "node1").result.unwrap();
+    }
+
+    #[test]
+    fn a_replaced_directory_is_followed() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("locks");
+        let (store, _) = open(&dir);
+        store.lock("a", "c").result.unwrap();
+        store.sync().unwrap();
+        fs::rename(&dir, temp.path().join("old")).unwrap();
+        fs::create_dir(&dir).unwrap();
+        assert_eq!(holder(&store, "a"), None);
+        let observed = store.lock("a", "c");
+        observed.result.unwrap();
+        store.sync().unwrap();
+        assert!(store.is_durable(observed.seq));
+        assert_eq!(lock_files(&dir), ["a.resource.lock"]);
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            store.unlock("a", "c").result,
+            Err(Error::Io { .. })
+        ));
+    }
+}
