@@ -657,8 +657,9 @@ fn several_servers_a_call_goes_to_the_first_that_can_be_reached() {
     let down = closed_port();
     let servers = format!("{down},{},{}", second.url(), first.url());
     expect(&lockcmd(&servers, &["lock", "vm1", "node1"]), 0, "");
+    // lockd logs a call after its reply: wait for the line.
     assert!(
-        second.log().contains("lock \"vm1\" by \"node1\""),
+        second.wait_for_log("lock \"vm1\" by \"node1\""),
         "{}",
         second.log()
     );
