@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """A stand-in for the gocept.lockd 0.1 daemon, for benchmarks on machines
 without Python 2.7 (bench/driver.py prefers the real one when it can run it).
+tests/legacy/standin.py is the tests' stand-in, true to the original's
+file format and its failures; this one is for throughput, with the options
+the published figures used.
 
 What it keeps from the original: Python's SimpleXMLRPCServer with
 allow_none and the introspection methods; lock(resource, client) and
