@@ -641,23 +641,23 @@ fn run_passes_the_grant_to_the_command_and_releases_that_grant() {
     assert_eq!(daemon.lock_files(), ["lockd.lock", "vm1.resource.last"]);
 }
 
-/// A port nothing listens on: bound, then closed.
-fn closed_port() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("bound address");
-    drop(listener);
-    addr.to_string()
+/// An address nothing listens on: a port below the ephemeral range, which
+/// no test server is given (one bound and closed could be taken by a
+/// daemon of another test in the meantime).
+fn closed_port(port: u16) -> String {
+    format!("127.0.0.1:{port}")
 }
 
 #[test]
 fn several_servers_a_call_goes_to_the_first_that_can_be_reached() {
     let first = Daemon::start();
     let second = Daemon::start_in(&first.dir);
-    let down = closed_port();
+    let down = closed_port(1);
     let servers = format!("{down},{},{}", second.url(), first.url());
     expect(&lockcmd(&servers, &["lock", "vm1", "node1"]), 0, "");
+    // (The log line follows the reply: wait for it.)
     assert!(
-        second.log().contains("lock \"vm1\" by \"node1\""),
+        second.wait_for_log("lock \"vm1\" by \"node1\""),
         "{}",
         second.log()
     );
@@ -665,7 +665,7 @@ fn several_servers_a_call_goes_to_the_first_that_can_be_reached() {
     let out = lockcmd(&servers, &["status", "vm1"]);
     assert!(out.stdout.starts_with("vm1 is locked by node1"), "{out:?}");
     // None can be reached: the message names them all.
-    let other = closed_port();
+    let other = closed_port(2);
     let out = lockcmd(&format!("{down},{other}"), &["lock", "vm2", "node1"]);
     expect(
         &out,
