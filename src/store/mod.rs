@@ -48,6 +48,7 @@ use crate::clock;
 use crate::names::{self, LOCK_SUFFIX, NameError};
 
 mod fencing;
+mod health;
 mod record;
 
 pub use fencing::{MAX_BATCH, MAX_TOKEN, Reason};
@@ -898,46 +899,6 @@ impl Store {
     /// Whether change `seq` (and every one before it) is on stable storage.
     pub fn is_durable(&self, seq: u64) -> bool {
         self.synced.load(Ordering::Acquire) >= seq
-    }
-
-    /// Exercise the write path: create, write, fsync and remove a probe file,
-    /// and fsync the directory. Used by health checks and the watchdog.
-    pub fn probe(&self) -> Result<(), Error> {
-        let path = self.temp_path("probe-");
-        let written = create_durable(&path, b"probe\n");
-        let removed = match fs::remove_file(&path) {
-            // Another process's start-up removes leftover `.lockd-*.tmp`
-            // files, the probe file included.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && written.is_ok() => Ok(()),
-            other => other,
-        };
-        written?;
-        removed.map_err(|e| Error::io("remove", &path, e))?;
-        self.dir_file()
-            .sync_all()
-            .map_err(|e| Error::io("fsync", &self.dir, e))
-    }
-
-    /// When the oldest held lock was taken, for the metrics. Reads only the
-    /// directory and each lock file's modification time (one `stat` each,
-    /// no open): a lock file shares the inode of the content file written
-    /// when it was taken, and gocept.lockd's files have no other time.
-    pub fn oldest_lock(&self) -> Result<Option<SystemTime>, Error> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
-        let mut oldest: Option<SystemTime> = None;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
-            let name = entry.file_name();
-            if !name.to_str().is_some_and(|n| n.ends_with(LOCK_SUFFIX)) {
-                continue;
-            }
-            match entry.metadata().and_then(|m| m.modified()) {
-                Ok(time) => oldest = Some(oldest.map_or(time, |o| o.min(time))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("stat", &entry.path(), e)),
-            }
-        }
-        Ok(oldest)
     }
 
     /// `.lockd-<kind><pid>-<n>.tmp`: content files have no kind, self-test
