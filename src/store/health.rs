@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{Error, Store, create_durable};
 use crate::names::LOCK_SUFFIX;
@@ -26,6 +26,14 @@ impl Store {
         self.dir_file()
             .sync_all()
             .map_err(|e| Error::io("fsync", &self.dir, e))
+    }
+
+    /// Whether `lockd.lock` can be taken within `wait`: on a shared
+    /// directory, another process (a lockd on another node, stopped or cut
+    /// off) may keep it, and every call fails meanwhile. For `/health`; it
+    /// says nothing of this process, so it does not stop the watchdog.
+    pub fn directory_lock(&self, wait: Duration) -> Result<(), Error> {
+        self.guard_within(wait).map(drop)
     }
 
     /// When the oldest held lock was taken, for the metrics. Reads only the

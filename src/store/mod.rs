@@ -506,6 +506,15 @@ impl Store {
     /// and does not go on (a lockd stopped, or on a node cut off, on a
     /// cluster filesystem) fails calls, it does not hang them.
     fn guard(&self) -> Result<Guard<'_>, Error> {
+        let wait = *self
+            .lock_wait
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.guard_within(wait)
+    }
+
+    /// [`Store::guard`], waiting at most `wait` for the flock.
+    fn guard_within(&self, wait: Duration) -> Result<Guard<'_>, Error> {
         self.waiting.fetch_add(1, Ordering::AcqRel);
         let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
         self.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -516,10 +525,6 @@ impl Store {
             });
         }
         let path = || self.dir.join(GLOBAL_LOCK_FILE);
-        let wait = *self
-            .lock_wait
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
         let start = Instant::now();
         let mut pause = Duration::from_micros(50);
         loop {
@@ -1379,7 +1384,10 @@ mod tests {
             "{error}"
         );
         assert!(lock_files(temp.path()).is_empty());
+        // /health asks the same question, with a wait of its own.
+        assert!(store.directory_lock(Duration::from_millis(50)).is_err());
         other.unlock().unwrap();
+        store.directory_lock(Duration::from_millis(50)).unwrap();
         store.lock("vm1", "node1").result.unwrap();
     }
 
