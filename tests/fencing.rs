@@ -103,9 +103,14 @@ fn every_fencing_method_from_python() {
         "[['array', 'array', 'string']]",
     ];
     assert_eq!(lines, expected, "{out}");
-    // The audit trail, after a restart, one JSON object a line.
     drop(daemon);
-    let daemon = Daemon::start_in(&dir);
+    audit_trail_survives_a_restart(&dir);
+}
+
+/// The audit trail of the test above, after a restart: one JSON object a
+/// line.
+fn audit_trail_survives_a_restart(dir: &std::path::Path) {
+    let daemon = Daemon::start_in(dir);
     let audit = std::fs::read_to_string(dir.join("lockd.audit.jsonl")).unwrap();
     let checked = crate::support::run(
         std::process::Command::new("python3")
@@ -242,66 +247,7 @@ fn acquire_many_is_all_or_nothing_under_contention() {
         .map(|c| {
             let holders = Arc::clone(&holders);
             let addr = daemon.addr;
-            thread::spawn(move || {
-                let mut rng = Prng::new(seed ^ (c as u64 + 1));
-                let mut rpc = Rpc::new(addr);
-                let me = format!("node{c}");
-                let (mut granted, mut refused) = (0, 0);
-                while Instant::now() < end {
-                    let mut set: Vec<String> = (0..5).map(|r| format!("r{r}")).collect();
-                    set.retain(|_| rng.below(2) == 0);
-                    if set.len() < 2 {
-                        continue;
-                    }
-                    let names: Vec<Value> = set.iter().map(|r| Value::Str(r.clone())).collect();
-                    let params = vec![Value::Array(names), Value::Str(me.clone())];
-                    let outcome = rpc.call_values("acquire_many", params).unwrap();
-                    match outcome {
-                        Outcome::Value(Value::Array(locks)) => {
-                            granted += 1;
-                            assert_eq!(locks.len(), set.len());
-                            {
-                                let mut holders = holders.lock().unwrap();
-                                for r in &set {
-                                    let before = holders.insert(r.clone(), c);
-                                    assert_eq!(
-                                        before, None,
-                                        "{r} granted to {c} while held by {before:?}"
-                                    );
-                                }
-                            }
-                            let mut holders = holders.lock().unwrap();
-                            for (r, lock) in set.iter().zip(&locks) {
-                                holders.remove(r);
-                                let Some(Value::Int(token)) = lock.member("token") else {
-                                    panic!("{lock:?}")
-                                };
-                                let release =
-                                    [strings(&[r, &me]), vec![Value::Int(*token)]].concat();
-                                assert!(rpc.call_values("release", release).unwrap().is_nil());
-                            }
-                        }
-                        Outcome::Fault(1, text) => {
-                            refused += 1;
-                            assert!(text.starts_with(&format!("{REFUSED}Resource 'r")), "{text}");
-                            // Nothing of the set was taken for this client.
-                            for r in &set {
-                                let status = rpc.call("status", &[r]).unwrap();
-                                let Outcome::Value(status) = status else {
-                                    panic!()
-                                };
-                                assert_ne!(
-                                    status.member("client").and_then(Value::as_str),
-                                    Some(me.as_str()),
-                                    "{r} taken by a refused acquire_many"
-                                );
-                            }
-                        }
-                        other => panic!("{other:?}"),
-                    }
-                }
-                (granted, refused)
-            })
+            thread::spawn(move || contend(addr, c, seed, end, &holders))
         })
         .collect();
     let (mut granted, mut refused) = (0, 0);
@@ -315,6 +261,71 @@ fn acquire_many_is_all_or_nothing_under_contention() {
         "{granted} granted, {refused} refused"
     );
     eprintln!("acquire_many: {granted} granted, {refused} refused, none half-taken");
+}
+
+/// One client of the test above: random sets of two or more of five
+/// resources; the number of calls granted and refused.
+fn contend(
+    addr: std::net::SocketAddr,
+    c: usize,
+    seed: u64,
+    end: Instant,
+    holders: &Mutex<HashMap<String, usize>>,
+) -> (usize, usize) {
+    let mut rng = Prng::new(seed ^ (c as u64 + 1));
+    let mut rpc = Rpc::new(addr);
+    let me = format!("node{c}");
+    let (mut granted, mut refused) = (0, 0);
+    while Instant::now() < end {
+        let mut set: Vec<String> = (0..5).map(|r| format!("r{r}")).collect();
+        set.retain(|_| rng.below(2) == 0);
+        if set.len() < 2 {
+            continue;
+        }
+        let names: Vec<Value> = set.iter().map(|r| Value::Str(r.clone())).collect();
+        let params = vec![Value::Array(names), Value::Str(me.clone())];
+        let outcome = rpc.call_values("acquire_many", params).unwrap();
+        match outcome {
+            Outcome::Value(Value::Array(locks)) => {
+                granted += 1;
+                assert_eq!(locks.len(), set.len());
+                {
+                    let mut holders = holders.lock().unwrap();
+                    for r in &set {
+                        let before = holders.insert(r.clone(), c);
+                        assert_eq!(before, None, "{r} granted to {c} while held by {before:?}");
+                    }
+                }
+                let mut holders = holders.lock().unwrap();
+                for (r, lock) in set.iter().zip(&locks) {
+                    holders.remove(r);
+                    let Some(Value::Int(token)) = lock.member("token") else {
+                        panic!("{lock:?}")
+                    };
+                    let release = [strings(&[r, &me]), vec![Value::Int(*token)]].concat();
+                    assert!(rpc.call_values("release", release).unwrap().is_nil());
+                }
+            }
+            Outcome::Fault(1, text) => {
+                refused += 1;
+                assert!(text.starts_with(&format!("{REFUSED}Resource 'r")), "{text}");
+                // Nothing of the set was taken for this client.
+                for r in &set {
+                    let status = rpc.call("status", &[r]).unwrap();
+                    let Outcome::Value(status) = status else {
+                        panic!()
+                    };
+                    assert_ne!(
+                        status.member("client").and_then(Value::as_str),
+                        Some(me.as_str()),
+                        "{r} taken by a refused acquire_many"
+                    );
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    (granted, refused)
 }
 
 /// lockd is killed while an acquire_many of 64 resources is under way,

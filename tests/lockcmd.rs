@@ -372,7 +372,6 @@ fn a_server_that_never_answers_exits_75() {
         &["--timeout", "1", "lock", "vm1", "node1"],
     );
     expect(&out, 75, "did not answer within 1 s");
-    expect(&out, 75, "the call may have been carried out");
     server.join().expect("the silent server ran");
 }
 
@@ -642,22 +641,21 @@ fn run_passes_the_grant_to_the_command_and_releases_that_grant() {
     assert_eq!(daemon.lock_files(), ["lockd.lock", "vm1.resource.last"]);
 }
 
-/// A port nothing listens on: bound, then closed.
-fn closed_port() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("bound address");
-    drop(listener);
-    addr.to_string()
+/// An address nothing listens on: a port below the ephemeral range, which
+/// no test server is given (one bound and closed could be taken by a
+/// daemon of another test in the meantime).
+fn closed_port(port: u16) -> String {
+    format!("127.0.0.1:{port}")
 }
 
 #[test]
 fn several_servers_a_call_goes_to_the_first_that_can_be_reached() {
     let first = Daemon::start();
     let second = Daemon::start_in(&first.dir);
-    let down = closed_port();
+    let down = closed_port(1);
     let servers = format!("{down},{},{}", second.url(), first.url());
     expect(&lockcmd(&servers, &["lock", "vm1", "node1"]), 0, "");
-    // lockd logs a call after its reply: wait for the line.
+    // (The log line follows the reply: wait for it.)
     assert!(
         second.wait_for_log("lock \"vm1\" by \"node1\""),
         "{}",
@@ -667,7 +665,7 @@ fn several_servers_a_call_goes_to_the_first_that_can_be_reached() {
     let out = lockcmd(&servers, &["status", "vm1"]);
     assert!(out.stdout.starts_with("vm1 is locked by node1"), "{out:?}");
     // None can be reached: the message names them all.
-    let other = closed_port();
+    let other = closed_port(2);
     let out = lockcmd(&format!("{down},{other}"), &["lock", "vm2", "node1"]);
     expect(
         &out,

@@ -465,7 +465,7 @@ impl Store {
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let n = super::TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         format!("{nanos:x}-{}-{n}", std::process::id())
     }
 

@@ -40,7 +40,7 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -48,6 +48,7 @@ use crate::clock;
 use crate::names::{self, LOCK_SUFFIX, NameError};
 
 mod fencing;
+mod health;
 mod record;
 
 pub use fencing::{MAX_BATCH, MAX_TOKEN, Reason};
@@ -78,6 +79,10 @@ pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
 pub const GLOBAL_LOCK_FILE: &str = "lockd.lock";
 
 const TEMP_PREFIX: &str = ".lockd-";
+
+/// Numbers the temporary files of this process (of all its stores, so that
+/// two stores on one directory in one process never pick the same name).
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 const TEMP_SUFFIX: &str = ".tmp";
 
 /// A held lock.
@@ -292,16 +297,32 @@ pub struct Store {
     synced: AtomicU64,
     /// Content files by client and resource.
     contents: Mutex<HashMap<(String, String), Content>>,
-    temp_counter: AtomicU64,
     lock_wait: RwLock<Duration>,
+    /// Threads waiting for the process mutex (see [`Guard`]).
+    waiting: AtomicUsize,
 }
 
 struct Core {
     global_lock: File,
+    /// Whether this process holds the flock on `global_lock`: kept from one
+    /// guard to the next while other threads wait for one (see [`Guard`]).
+    flocked: Option<Hold>,
     /// Device and inode of the directory `dir_file` and `global_lock` are in.
     dir_id: (u64, u64),
     changes: u64,
 }
+
+/// Since when, and for how many operations, the flock has been kept.
+#[derive(Clone, Copy)]
+struct Hold {
+    since: Instant,
+    operations: u32,
+}
+
+/// How long, and for how many operations, the flock is kept for waiting
+/// threads before it is let go for other processes.
+const MAX_HOLD: Duration = Duration::from_millis(2);
+const MAX_HOLD_OPERATIONS: u32 = 64;
 
 /// A durable content file that new lock files of one client link to.
 struct Content {
@@ -309,16 +330,32 @@ struct Content {
     path: PathBuf,
 }
 
-/// The process mutex and the directory's flock, released on drop.
+/// The process mutex and the directory's flock. On drop the mutex is
+/// released, and the flock too, unless other threads of this process wait
+/// for the mutex: they inherit it, so that on a cluster filesystem, where
+/// each flock and unlock is a network round trip, a burst of calls pays for
+/// one. Another process gets its turn after at most [`MAX_HOLD`] or
+/// [`MAX_HOLD_OPERATIONS`].
 struct Guard<'a> {
     core: MutexGuard<'a, Core>,
+    waiting: &'a AtomicUsize,
 }
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        // Closing the file would release it too; an error here leaves
-        // nothing to do.
-        let _ = self.core.global_lock.unlock();
+        let Some(hold) = self.core.flocked.as_mut() else {
+            return;
+        };
+        hold.operations += 1;
+        let keep = self.waiting.load(Ordering::Acquire) > 0
+            && hold.operations < MAX_HOLD_OPERATIONS
+            && hold.since.elapsed() < MAX_HOLD;
+        if !keep {
+            self.core.flocked = None;
+            // Closing the file would release it too; an error here leaves
+            // nothing to do.
+            let _ = self.core.global_lock.unlock();
+        }
     }
 }
 
@@ -355,13 +392,14 @@ impl Store {
             dir_file: RwLock::new(Arc::new(dir_file)),
             core: Mutex::new(Core {
                 global_lock,
+                flocked: None,
                 dir_id,
                 changes: 0,
             }),
             synced: AtomicU64::new(0),
             contents: Mutex::new(HashMap::new()),
-            temp_counter: AtomicU64::new(0),
             lock_wait: RwLock::new(DEFAULT_LOCK_WAIT),
+            waiting: AtomicUsize::new(0),
         };
         let report = store.recover()?;
         Ok((store, report))
@@ -484,17 +522,39 @@ impl Store {
     /// and does not go on (a lockd stopped, or on a node cut off, on a
     /// cluster filesystem) fails calls, it does not hang them.
     fn guard(&self) -> Result<Guard<'_>, Error> {
-        let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
-        let path = || self.dir.join(GLOBAL_LOCK_FILE);
         let wait = *self
             .lock_wait
             .read()
             .unwrap_or_else(PoisonError::into_inner);
+        self.guard_within(wait)
+    }
+
+    /// [`Store::guard`], waiting at most `wait` for the flock.
+    fn guard_within(&self, wait: Duration) -> Result<Guard<'_>, Error> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        if core.flocked.is_some() {
+            return Ok(Guard {
+                core,
+                waiting: &self.waiting,
+            });
+        }
+        let path = || self.dir.join(GLOBAL_LOCK_FILE);
         let start = Instant::now();
         let mut pause = Duration::from_micros(50);
         loop {
             match core.global_lock.try_lock() {
-                Ok(()) => return Ok(Guard { core }),
+                Ok(()) => {
+                    core.flocked = Some(Hold {
+                        since: Instant::now(),
+                        operations: 0,
+                    });
+                    return Ok(Guard {
+                        core,
+                        waiting: &self.waiting,
+                    });
+                }
                 Err(TryLockError::WouldBlock) if start.elapsed() < wait => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(5));
@@ -538,7 +598,9 @@ impl Store {
             "the lock directory {} was replaced; lockd now uses the new one",
             self.dir.display()
         );
+        // The old file is closed, and with it any flock on it.
         core.global_lock = global_lock;
+        core.flocked = None;
         core.dir_id = dir_id;
         *self
             .dir_file
@@ -860,50 +922,10 @@ impl Store {
         self.synced.load(Ordering::Acquire) >= seq
     }
 
-    /// Exercise the write path: create, write, fsync and remove a probe file,
-    /// and fsync the directory. Used by health checks and the watchdog.
-    pub fn probe(&self) -> Result<(), Error> {
-        let path = self.temp_path("probe-");
-        let written = create_durable(&path, b"probe\n");
-        let removed = match fs::remove_file(&path) {
-            // Another process's start-up removes leftover `.lockd-*.tmp`
-            // files, the probe file included.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && written.is_ok() => Ok(()),
-            other => other,
-        };
-        written?;
-        removed.map_err(|e| Error::io("remove", &path, e))?;
-        self.dir_file()
-            .sync_all()
-            .map_err(|e| Error::io("fsync", &self.dir, e))
-    }
-
-    /// When the oldest held lock was taken, for the metrics. Reads only the
-    /// directory and each lock file's modification time (one `stat` each,
-    /// no open): a lock file shares the inode of the content file written
-    /// when it was taken, and gocept.lockd's files have no other time.
-    pub fn oldest_lock(&self) -> Result<Option<SystemTime>, Error> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
-        let mut oldest: Option<SystemTime> = None;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
-            let name = entry.file_name();
-            if !name.to_str().is_some_and(|n| n.ends_with(LOCK_SUFFIX)) {
-                continue;
-            }
-            match entry.metadata().and_then(|m| m.modified()) {
-                Ok(time) => oldest = Some(oldest.map_or(time, |o| o.min(time))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("stat", &entry.path(), e)),
-            }
-        }
-        Ok(oldest)
-    }
-
     /// `.lockd-<kind><pid>-<n>.tmp`: content files have no kind, self-test
     /// files `probe-`. Start-up removes them all.
     fn temp_path(&self, kind: &str) -> PathBuf {
-        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         self.dir.join(format!(
             "{TEMP_PREFIX}{kind}{}-{n}{TEMP_SUFFIX}",
             std::process::id()
@@ -1378,8 +1400,37 @@ mod tests {
             "{error}"
         );
         assert!(lock_files(temp.path()).is_empty());
+        // /health asks the same question, with a wait of its own.
+        assert!(store.directory_lock(Duration::from_millis(50)).is_err());
         other.unlock().unwrap();
+        store.directory_lock(Duration::from_millis(50)).unwrap();
         store.lock("vm1", "node1").result.unwrap();
+    }
+
+    #[test]
+    fn a_busy_process_lets_another_one_in() {
+        let temp = tempfile::tempdir().unwrap();
+        let (busy, _) = open(temp.path());
+        let (other, _) = open(temp.path());
+        other.set_lock_wait(Duration::from_secs(2));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let (busy, stop) = (&busy, &stop);
+                scope.spawn(move || {
+                    let resource = format!("busy{t}");
+                    while !stop.load(Ordering::Relaxed) {
+                        busy.lock(&resource, "a").result.unwrap();
+                        busy.unlock(&resource, "a").result.unwrap();
+                    }
+                });
+            }
+            for _ in 0..20 {
+                other.lock("other", "b").result.unwrap();
+                other.unlock("other", "b").result.unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
     }
 
     #[test]
