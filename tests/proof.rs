@@ -3,7 +3,7 @@
 //! lockd's codec and HTTP reader) that reports exactly what came back (or
 //! that nothing did), a seeded PRNG, and
 //! the knobs that scale a suite from its short form (run by `cargo test`)
-//! to its long form (`LOCKD_PROOF_SCALE=10`, see README "Proven properties").
+//! to its long form (`LOCKD_PROOF_SCALE=10`, see docs/proofs.md).
 
 #![allow(dead_code)]
 

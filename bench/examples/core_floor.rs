@@ -3,9 +3,9 @@
 //! call, then THREADS callers with a syncer fsyncing for all of them), and
 //! parsing the XML-RPC call Python's xmlrpc.client sends. It prints cycles/s
 //! and CPU time per cycle (and per parse): the part of lockd's cost that no
-//! HTTP stack or thread model can remove (README, "Benchmarks").
+//! HTTP stack or thread model can remove (docs/benchmarks.md).
 //!
-//!     cargo run --release --example core_floor -- DIR [THREADS] [SECONDS]
+//!     cargo run --release -p lockd-bench --example core_floor -- DIR [THREADS] [SECONDS]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
