@@ -239,3 +239,17 @@ fn null_responder_answers_nil() {
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert_eq!(result.status.code(), Some(0), "{stdout}");
 }
+
+#[test]
+fn null_responder_answers_help_and_version() {
+    let null = env!("CARGO_BIN_EXE_lockd-null");
+    let help = Command::new(null).arg("--help").output().expect("run");
+    assert_eq!(help.status.code(), Some(0), "{help:?}");
+    assert!(String::from_utf8_lossy(&help.stdout).starts_with("usage: lockd-null"));
+    let version = Command::new(null).arg("--version").output().expect("run");
+    assert_eq!(version.status.code(), Some(0), "{version:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        format!("lockd-null {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}

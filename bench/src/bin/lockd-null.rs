@@ -22,27 +22,35 @@ fn main() -> ExitCode {
     }
 }
 
+const USAGE: &str = "usage: lockd-null [--listen HOST:PORT] [--threads N]";
+
 fn run() -> Result<(), String> {
     let mut listen = "127.0.0.1:0".to_owned();
     let mut threads = 2usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value = args.next().ok_or_else(|| {
-            format!("{arg} needs a value; usage: lockd-null [--listen HOST:PORT] [--threads N]")
-        })?;
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| format!("{arg} needs a value; {USAGE}"))
+        };
         match arg.as_str() {
-            "--listen" => listen = value,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            "-V" | "--version" => {
+                println!("lockd-null {}", env!("CARGO_PKG_VERSION"));
+                return Ok(());
+            }
+            "--listen" => listen = value()?,
             "--threads" => {
+                let value = value()?;
                 threads =
                     value.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
                         format!("--threads wants a positive number, got {value:?}")
                     })?;
             }
-            _ => {
-                return Err(format!(
-                    "unknown option {arg}; usage: lockd-null [--listen HOST:PORT] [--threads N]"
-                ));
-            }
+            _ => return Err(format!("unknown option {arg}; {USAGE}")),
         }
     }
     let server =
