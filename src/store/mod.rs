@@ -97,7 +97,7 @@ pub struct Lock {
 }
 
 /// Why a lock was not granted or released: the three refusals of the
-/// seed contract, then fencing's.
+/// gocept.lockd contract, then fencing's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     AlreadyLocked {
@@ -189,7 +189,7 @@ impl fmt::Display for Refusal {
 /// Why an operation did not happen.
 #[derive(Debug)]
 pub enum Error {
-    /// The seed contract says no.
+    /// The lock contract says no.
     Refused(Refusal),
     /// The resource name or client string cannot be stored.
     Name(NameError),
