@@ -13,9 +13,10 @@
 //! owns it, so a connection never ties up more than one thread, and one whose
 //! reply cannot be sent within the send timeout is closed.
 //!
-//! Group commit stays: the syncer thread ([`durable`]) fsyncs the lock
-//! directory once for every change made while the previous fsync ran, and
-//! the threads waiting for those changes then send their own replies.
+//! Group commit stays ([`durable`]): the lock directory is fsync'd once for
+//! every change made while the previous fsync ran (by the syncer thread, or
+//! by a lone caller's worker when none runs), and the workers waiting for
+//! those changes then send their own replies.
 //!
 //! What works around tiny_http 0.12's quirks (restarting its accept loop,
 //! requests it cannot drop, closing a connection it gives no handle to) is
