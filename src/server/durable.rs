@@ -138,7 +138,8 @@ impl Durability {
         loop {
             let number = {
                 let mut state = self.lock();
-                while !(state.asked && !state.syncing) {
+                // Until an fsync is asked for and none runs.
+                while !state.asked || state.syncing {
                     if self.stopping.load(Ordering::SeqCst) && !state.asked {
                         return;
                     }
