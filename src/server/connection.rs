@@ -13,14 +13,19 @@
 //!
 //! A connection whose reply cannot be written within the send timeout (its
 //! client does not read, or was stopped), or that has more than
-//! [`MAX_PIPELINED`] calls waiting, is closed: its queued calls are dropped
-//! unanswered and unexecuted (no reply of them could reach the client).
+//! [`MAX_PIPELINED`] calls waiting, is closed: the calls queued for its
+//! owner are dropped unanswered and unexecuted (no reply of them could
+//! reach the client). Connections are known by the client's address and
+//! port, which a new connection may reuse as soon as the old one is gone:
+//! so nothing is remembered of a closed connection, and a call of it that
+//! tiny_http had read but no worker had taken yet is still carried out (its
+//! reply fails at once).
 
 use std::collections::VecDeque;
 use std::collections::hash_map::{Entry, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
 use tiny_http::Request;
 
@@ -32,31 +37,27 @@ use super::{Shared, intake};
 /// connection can make lockd hold in memory while its replies are stuck.
 pub const MAX_PIPELINED: usize = 1024;
 
-/// How long requests that tiny_http read from a closed connection before it
-/// was closed are recognised and dropped. A new connection from the same
-/// address and port within that time is unlikely: lockd, having closed
-/// first, keeps the old one in TIME-WAIT for 60 s.
-const CLOSED_MEMORY: Duration = Duration::from_secs(60);
-
-/// The connections a worker owns now, and those recently closed.
+/// The connections a worker owns now.
 #[derive(Default)]
 pub struct Connections {
     owned: Mutex<HashMap<SocketAddr, Owned>>,
+    /// Tells owners apart: a connection closed and a new one from the same
+    /// address and port are two owners.
+    ownerships: AtomicU64,
 }
 
-#[derive(Default)]
 struct Owned {
+    /// Which ownership this is.
+    id: u64,
     /// Requests for the owner to answer next, in order.
     waiting: VecDeque<Request>,
-    /// When lockd closed the connection.
-    closed: Option<Instant>,
 }
 
 /// What became of a request handed to the connection's owner.
 enum Claim {
-    /// This worker owns the connection now: answer it.
-    Owner(Request),
-    /// Queued for the owner, or dropped.
+    /// This worker owns the connection now (ownership `id`): answer it.
+    Owner { request: Request, id: u64 },
+    /// Queued for the owner.
     Handed,
 }
 
@@ -67,8 +68,8 @@ pub fn serve(shared: &Arc<Shared>, request: Request) {
         call::answer(shared, request);
         return;
     };
-    let mut next = match claim(shared, peer, request) {
-        Claim::Owner(request) => request,
+    let (mut next, id) = match claim(shared, peer, request) {
+        Claim::Owner { request, id } => (request, id),
         Claim::Handed => return,
     };
     loop {
@@ -76,9 +77,9 @@ pub fn serve(shared: &Arc<Shared>, request: Request) {
             let why = format!(
                 "a reply to {peer} could not be sent within the send timeout (the client does not read)"
             );
-            return close(shared, peer, &why);
+            return close(shared, peer, id, &why);
         }
-        match shared.connections.next(peer) {
+        match shared.connections.next(peer, id) {
             Some(request) => next = request,
             None => return,
         }
@@ -91,45 +92,45 @@ fn claim(shared: &Shared, peer: SocketAddr, request: Request) -> Claim {
     let mut owned = shared.connections.lock();
     match owned.entry(peer) {
         Entry::Vacant(entry) => {
-            entry.insert(Owned::default());
-            Claim::Owner(request)
+            let id = shared
+                .connections
+                .ownerships
+                .fetch_add(1, Ordering::Relaxed);
+            entry.insert(Owned {
+                id,
+                waiting: VecDeque::new(),
+            });
+            Claim::Owner { request, id }
         }
         Entry::Occupied(mut entry) => {
             let connection = entry.get_mut();
-            match connection.closed {
-                Some(at) if at.elapsed() < CLOSED_MEMORY => {
-                    drop(owned);
-                    intake::discard(shared, request);
-                }
-                Some(_) => {
-                    // A new connection from the same address and port.
-                    *connection = Owned::default();
-                    return Claim::Owner(request);
-                }
-                None if connection.waiting.len() >= MAX_PIPELINED => {
-                    connection.waiting.push_back(request);
-                    drop(owned);
-                    let why = format!(
-                        "{peer} pipelined more than {MAX_PIPELINED} calls without reading the replies"
-                    );
-                    close(shared, peer, &why);
-                }
-                None => connection.waiting.push_back(request),
+            connection.waiting.push_back(request);
+            if connection.waiting.len() > MAX_PIPELINED {
+                let id = connection.id;
+                drop(owned);
+                let why = format!(
+                    "{peer} pipelined more than {MAX_PIPELINED} calls without reading the replies"
+                );
+                close(shared, peer, id, &why);
             }
             Claim::Handed
         }
     }
 }
 
-/// Close `peer`'s connection and drop the requests waiting on it. Its owner,
-/// if busy, finds it closed when it looks for the next request.
-fn close(shared: &Shared, peer: SocketAddr, why: &str) {
+/// Close `peer`'s connection (ownership `id`) and drop the requests waiting
+/// for its owner. The owner, if busy, finds it gone when it looks for the
+/// next request.
+fn close(shared: &Shared, peer: SocketAddr, id: u64, why: &str) {
     let dropped: Vec<Request> = {
         let mut owned = shared.connections.lock();
-        owned.retain(|_, c| c.closed.is_none_or(|at| at.elapsed() < CLOSED_MEMORY));
-        let connection = owned.entry(peer).or_default();
-        connection.closed = Some(Instant::now());
-        connection.waiting.drain(..).collect()
+        match owned.get(&peer) {
+            Some(connection) if connection.id == id => owned
+                .remove(&peer)
+                .map(|c| c.waiting.into_iter().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
     };
     match shared.intake.close_connection(peer) {
         Ok(_) => log::warn!(
@@ -150,14 +151,11 @@ impl Connections {
         self.owned.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The next request the owner of `peer`'s connection is to answer, or
-    /// none: then it owns the connection no more.
-    fn next(&self, peer: SocketAddr) -> Option<Request> {
+    /// The next request the owner of `peer`'s connection (ownership `id`)
+    /// is to answer, or none: then it owns the connection no more.
+    fn next(&self, peer: SocketAddr, id: u64) -> Option<Request> {
         let mut owned = self.lock();
-        let connection = owned.get_mut(&peer)?;
-        if connection.closed.is_some() {
-            return None;
-        }
+        let connection = owned.get_mut(&peer).filter(|c| c.id == id)?;
         let next = connection.waiting.pop_front();
         if next.is_none() {
             owned.remove(&peer);
