@@ -14,10 +14,19 @@
 //!   abandoned instead ([`abandon`], [`discard`]).
 //! - It gives no handle to a connection's socket, so a connection whose
 //!   reply cannot be sent is closed by finding its socket among the
-//!   process's descriptors ([`close_connection`]).
+//!   process's descriptors ([`Intake::close_connection`]).
+//! - Its thread pool (`TaskPool::spawn`) counts a thread that was woken for
+//!   a new connection but has not yet taken it as still idle, so in a burst
+//!   of connections some are queued instead of getting a thread, and wait
+//!   until another connection ends: with every connection busy, for ever.
+//!   That cannot happen while more threads are really idle than connections
+//!   arrive at once, so lockd keeps [`SPARE_THREADS`] idle ([`keep_spares`]):
+//!   it opens that many connections to itself and closes them, which leaves
+//!   that many tiny_http threads waiting, and does it again before they
+//!   end (tiny_http ends a thread idle for 5 s).
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
@@ -41,6 +50,13 @@ pub const ABSURD_BODY: usize = 1 << 30;
 /// process ends.
 const MAX_ABANDONED: usize = 1024;
 
+/// How many idle tiny_http threads lockd keeps ready for a burst of new
+/// connections: a burst up to this size is served at once.
+pub const SPARE_THREADS: usize = 64;
+
+/// How often the spare threads are renewed: before tiny_http's 5 s.
+const SPARE_RENEWAL: Duration = Duration::from_secs(3);
+
 /// The listening socket and the tiny_http server whose accept loop runs.
 pub struct Intake {
     /// Taken (and closed) at stop.
@@ -51,6 +67,8 @@ pub struct Intake {
     pools: Mutex<Vec<Weak<Pool>>>,
     /// The port connections come in on, to find their sockets by.
     port: u16,
+    /// Where lockd connects to itself to keep spare threads.
+    own_address: SocketAddr,
     threads: usize,
 }
 
@@ -95,13 +113,20 @@ impl Intake {
     /// A tiny_http server on `listener` whose pool keeps `threads` workers
     /// waiting (started by [`pool::start`]).
     pub fn new(listener: TcpListener, threads: usize) -> io::Result<Intake> {
-        let port = listener.local_addr()?.port();
+        let local = listener.local_addr()?;
+        let port = local.port();
+        let own_address = match local.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, port).into(),
+            IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, port).into(),
+            _ => local,
+        };
         let first = Arc::new(Pool::new(accepting(&listener)?, threads));
         Ok(Intake {
             listener: Mutex::new(Some(listener)),
             pools: Mutex::new(vec![Arc::downgrade(&first)]),
             current: RwLock::new(Some(first)),
             port,
+            own_address,
             threads,
         })
     }
@@ -202,6 +227,39 @@ impl Intake {
     /// only for a connection that misbehaved. Returns whether it was found.
     pub fn close_connection(&self, peer: SocketAddr) -> io::Result<bool> {
         sys::shutdown_connection(self.port, peer).map(|n| n > 0)
+    }
+}
+
+/// Keep [`SPARE_THREADS`] tiny_http threads idle until lockd stops (a
+/// thread of its own): open that many connections to lockd, a millisecond
+/// apart so that each gets a thread of its own, and close them; the threads
+/// that served them wait for the next connections. tiny_http reads nothing
+/// from them and answers nothing, so they cost a thread switch each and
+/// show nowhere.
+pub fn keep_spares(shared: &Shared) {
+    while !shared.stopping() {
+        let mut connections = Vec::with_capacity(SPARE_THREADS);
+        for _ in 0..SPARE_THREADS {
+            if shared.stopping() {
+                return;
+            }
+            match TcpStream::connect_timeout(&shared.intake.own_address, Duration::from_secs(1)) {
+                Ok(stream) => connections.push(stream),
+                Err(error) => {
+                    log::debug!("could not connect to lockd itself for spare threads: {error}");
+                    break;
+                }
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        // Held until each has a thread: a connection closed at once might
+        // be served by the thread that served the one before.
+        thread::sleep(Duration::from_millis(50));
+        drop(connections);
+        let renew = std::time::Instant::now() + SPARE_RENEWAL;
+        while !shared.stopping() && std::time::Instant::now() < renew {
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 

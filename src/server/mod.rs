@@ -152,6 +152,13 @@ pub fn start(
             .spawn(move || shared.durability.run_syncer())?
     };
     shared.keep(syncer);
+    let spares = {
+        let shared = Arc::clone(&shared);
+        thread::Builder::new()
+            .name("spares".into())
+            .spawn(move || intake::keep_spares(&shared))?
+    };
+    shared.keep(spares);
     pool::start(&shared, &shared.intake.current().ok_or_else(stopped)?)?;
     Ok(Running { shared })
 }
