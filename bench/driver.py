@@ -195,6 +195,7 @@ if os.environ.get('SYSTEMS_ONLY'):
     _only = os.environ['SYSTEMS_ONLY'].split()
     SYSTEMS = [s for s in SYSTEMS if s[0] in _only or s[0] == 'baseline']
 TITLES = {key: title for key, title, _ in SYSTEMS}
+TITLES.setdefault('baseline', 'lockd before')
 
 
 # ----------------------------------------------------------- load generator
