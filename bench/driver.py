@@ -157,9 +157,9 @@ class Server:
         self.log.close()
 
 
-def start_lockd(name='lockd', directory=None):
+def start_lockd(name='lockd', directory=None, binary=None):
     directory = directory or fresh_dir(name)
-    return Server(name, [LOCKD, '--dir', directory, '--listen', '127.0.0.1:0',
+    return Server(name, [binary or LOCKD, '--dir', directory, '--listen', '127.0.0.1:0',
                          '--threads', str(THREADS)])
 
 
@@ -258,7 +258,18 @@ SYSTEMS = [
     ('redis-none', 'Redis, no persistence',
      lambda: start_redis('redis-none', ['--appendonly', 'no'])),
 ]
+# LOCKD_BASELINE=PATH adds another lockd binary (an earlier build, say) to
+# the throughput and burst runs, measured side by side with this one.
+BASELINE = os.environ.get('LOCKD_BASELINE')
+if BASELINE:
+    SYSTEMS.insert(1, ('baseline', 'lockd before (%s)' % os.path.basename(BASELINE),
+                       lambda: start_lockd('baseline', binary=BASELINE)))
+# SYSTEMS_ONLY="lockd trivial legacy" limits the throughput runs to these.
+if os.environ.get('SYSTEMS_ONLY'):
+    _only = os.environ['SYSTEMS_ONLY'].split()
+    SYSTEMS = [s for s in SYSTEMS if s[0] in _only or s[0] == 'baseline']
 TITLES = {key: title for key, title, _ in SYSTEMS}
+TITLES.setdefault('baseline', 'lockd before')
 
 
 # ----------------------------------------------------------- load generator
@@ -407,7 +418,10 @@ def phase_burst(extra):
     """64 clients connecting at the same moment (no stagger), on fresh servers."""
     extra['burst'] = []
     for rep in range(REPS):
-        for key, start in (('lockd', start_lockd), ('trivial', start_trivial)):
+        burst = [('lockd', start_lockd), ('trivial', start_trivial)]
+        if BASELINE:
+            burst.insert(1, ('baseline', lambda: start_lockd('baseline', binary=BASELINE)))
+        for key, start in burst:
             server = start()
             try:
                 r = bench(server, TOP, stagger=0, label=key + '-burst')
@@ -416,6 +430,38 @@ def phase_burst(extra):
                 say(short(r))
             finally:
                 server.stop()
+
+
+def phase_idle_load(extra):
+    """The top client count with and without IDLE_CONNS idle keep-alive
+    connections held open on the same server, interleaved (the idle
+    connections are opened by lockd-bench --mode idle in the background)."""
+    extra['idle_load'] = []
+    for rep in range(REPS):
+        server = start_lockd('lockd-idle-load')
+        try:
+            for held in ((0, IDLE_CONNS) if rep % 2 == 0 else (IDLE_CONNS, 0)):
+                idle = None
+                if held:
+                    idle = subprocess.Popen(
+                        [BENCH, '--addr', server.addr, '--mode', 'idle', '--clients',
+                         str(held), '--duration', str(WARMUP + DURATION + 30),
+                         '--server-pid', str(server.pid), '--label', 'idle-held'],
+                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True)
+                    # Wait until every connection did its cycle and is held.
+                    line = idle.stdout.readline()
+                    while line and not line.startswith('ready:'):
+                        line = idle.stdout.readline()
+                r = bench(server, TOP, label='lockd+%d-idle' % held)
+                r.update(system='lockd', rep=rep, idle_held=held)
+                extra['idle_load'].append(r)
+                say(short(r))
+                if idle is not None:
+                    idle.kill()
+                    idle.communicate()
+        finally:
+            server.stop()
 
 
 def phase_memory(extra):
@@ -765,6 +811,12 @@ def write_results(results, extra, info):
         w('| %d | %s | %s | %s | %s |' % (n, *(
             fmt(ratio(results, 'lockd', other, n)) + '×' if ratio(results, 'lockd', other, n)
             else '–' for other in ('legacy', 'redis-always', 'redis-none', 'trivial'))))
+    if any(r['system'] == 'baseline' for r in results):
+        w('')
+        w('lockd / lockd before (same run): ' + ', '.join(
+            '%d clients %s' % (n, fmt(ratio(results, 'lockd', 'baseline', n)) + '×'
+                               if ratio(results, 'lockd', 'baseline', n) else '–')
+            for n in CLIENTS) + '.')
     lockd_1 = agg([r['cycles_per_s'] for r in select(results, 'lockd', 'distinct', min(CLIENTS))])
     lockd_top = agg([r['cycles_per_s'] for r in select(results, 'lockd', 'distinct', TOP)])
     if lockd_1 and lockd_top:
@@ -772,6 +824,29 @@ def write_results(results, extra, info):
         w('Group commit: lockd at %d clients does %.1f× its own %d-client figure.'
           % (TOP, lockd_top[0] / lockd_1[0], min(CLIENTS)))
     w('')
+    if extra.get('idle_load'):
+        w('## %d clients with %d idle keep-alive connections open (lockd)' % (TOP, IDLE_CONNS))
+        w('')
+        w('The same fresh server measured without and with the idle connections, '
+          'interleaved.')
+        w('')
+        w('| idle connections | cycles/s per run | median | lock p99 ms (median) |')
+        w('|---:|---|---:|---:|')
+        medians = {}
+        for held in (0, IDLE_CONNS):
+            rs = [r for r in extra['idle_load'] if r.get('idle_held') == held]
+            if not rs:
+                continue
+            medians[held] = statistics.median(r['cycles_per_s'] for r in rs)
+            w('| %d | %s | %s | %.3f |' % (
+                held, ', '.join(format(round(r['cycles_per_s']), ',') for r in rs),
+                format(round(medians[held]), ','),
+                statistics.median(r['lock_p99_ms'] for r in rs)))
+        if len(medians) == 2 and medians[0]:
+            w('')
+            w('With the idle connections: %.2f× the figure without them.'
+              % (medians[IDLE_CONNS] / medians[0]))
+        w('')
     if extra.get('burst'):
         w('## A burst of %d connections at once' % TOP)
         w('')
@@ -780,8 +855,10 @@ def write_results(results, extra, info):
         w('')
         w('| server | cycles/s per run | starved clients per run | longest call ms |')
         w('|---|---|---|---:|')
-        for key in ('lockd', 'trivial'):
+        for key in ('lockd', 'baseline', 'trivial'):
             rs = [r for r in extra['burst'] if r['system'] == key]
+            if not rs:
+                continue
             w('| %s | %s | %s | %s |' % (
                 TITLES[key], ', '.join(format(round(r['cycles_per_s']), ',') for r in rs),
                 ', '.join(str(r['starved']) for r in rs),
@@ -923,6 +1000,7 @@ def main():
     results, extra = [], {}
     phase_throughput(results)
     phase_burst(extra)
+    phase_idle_load(extra)
     phase_memory(extra)
     phase_held(extra)
     if PROFILE:

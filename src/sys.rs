@@ -1,6 +1,7 @@
 //! The operating system calls lockd needs and std does not offer: signal
 //! masks and waiting for a signal, the file descriptor limit, socket options,
-//! and a few questions about descriptors. Each `unsafe` block says why it is
+//! a few questions about descriptors, and shutting down a connection found
+//! by its addresses. Each `unsafe` block says why it is
 //! sound, behind a function that is safe to call with any argument; the
 //! daemon, lockcmd, the benchmark and the tests call these instead of libc.
 //! (Taking over the socket systemd passes is [`crate::systemd::take_listener`],
@@ -220,6 +221,39 @@ pub fn filesystem_magic(path: &std::path::Path) -> io::Result<i64> {
     }
     #[allow(clippy::unnecessary_cast)] // its type differs between targets
     Ok(info.f_type as i64)
+}
+
+/// Shut down (both ways) every TCP socket of this process whose peer is
+/// `peer` and whose local port is `port`, without closing any descriptor:
+/// blocked and later writes on it fail at once, and its reader sees the end.
+/// For a connection owned by a library that gives no handle to its socket.
+/// Returns how many descriptors matched.
+pub fn shutdown_connection(port: u16, peer: std::net::SocketAddr) -> io::Result<usize> {
+    use std::mem::ManuallyDrop;
+    use std::net::{Shutdown, TcpStream};
+    use std::os::fd::FromRawFd;
+    let mut found = 0;
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let Some(fd) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: the number is only borrowed for getpeername, getsockname
+        // and shutdown, and never closed (ManuallyDrop). Any number will do:
+        // one that is closed meanwhile, or reused for another file, fails
+        // those calls or names other addresses, and is left alone.
+        let socket = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
+        let ours = socket.peer_addr().is_ok_and(|p| p == peer)
+            && socket.local_addr().is_ok_and(|l| l.port() == port);
+        if ours {
+            found += 1;
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+    Ok(found)
 }
 
 /// CPU time this process has used so far, all threads, user and system.

@@ -15,3 +15,4 @@ mod history;
 mod hostile;
 mod legacy;
 mod names;
+mod stalls;

@@ -1,0 +1,76 @@
+//! The path of one request, on the worker that took it: receive → parse →
+//! the lock core → wait until durable → reply → log. Everything but the
+//! XML-RPC calls is answered by [`route`].
+
+use std::io;
+use std::time::Instant;
+
+use tiny_http::{Request, Response};
+
+use super::route::{self, Received};
+use super::{Shared, access};
+use crate::api::{self, Reply};
+use crate::xmlrpc;
+
+/// Whether a reply went out.
+pub enum Sent {
+    /// Written (or the client had gone: nobody is left to answer).
+    Yes,
+    /// It could not be written within the send timeout: the client does not
+    /// read. Its connection should be closed.
+    TimedOut,
+}
+
+/// Answer one request.
+pub fn answer(shared: &Shared, request: Request) -> Sent {
+    let started = Instant::now();
+    let (request, body) = match route::receive(shared, request, started) {
+        Received::Call { request, body } => (request, body),
+        Received::Answered(sent) => return sent,
+    };
+    let peer = access::peer_of(&request);
+    log::debug!("< {peer} {}", String::from_utf8_lossy(&body));
+    let mut reply = match xmlrpc::parse_call(&body) {
+        Ok(call) => api::dispatch(&shared.store, &call, &peer),
+        // Logged once, with its code, after the reply is sent.
+        Err(fault) => Reply::malformed(fault),
+    };
+    if let Err(error) = shared.durability.wait(reply.seq) {
+        reply.value = Err(error);
+    }
+    let xml = match &reply.value {
+        Ok(value) => xmlrpc::write_response(value),
+        Err(error) => xmlrpc::write_fault(&error.to_fault()),
+    };
+    log::debug!("> {peer} {}", String::from_utf8_lossy(&xml));
+    // Always with a Content-Length, as gocept.lockd sent its replies:
+    // tiny_http would send a reply over 32 KiB chunked, and its chunked
+    // writer, when a write times out, tries again on being dropped, so a
+    // client that stopped reading would keep this thread twice as long.
+    let response = Response::from_data(xml)
+        .with_header(route::header("Content-Type", "text/xml"))
+        .with_chunked_threshold(usize::MAX);
+    let sent = send(request, response);
+    access::log(shared, &reply, &peer, started.elapsed());
+    sent
+}
+
+/// Write a response: on this thread, however long the client takes to read
+/// it, up to the socket's send timeout for each write.
+pub fn send(request: Request, response: route::Body) -> Sent {
+    match request.respond(response) {
+        Ok(()) => Sent::Yes,
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Sent::TimedOut
+        }
+        Err(error) => {
+            log::debug!("could not send a reply: {error}");
+            Sent::Yes
+        }
+    }
+}

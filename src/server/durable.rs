@@ -1,0 +1,191 @@
+//! Waiting until a change is durable: group commit.
+//!
+//! A worker whose reply depends on a change not yet on stable storage calls
+//! [`Durability::wait`]. If no fsync of the lock directory is running or
+//! asked for, it runs one itself, and replies when it returns: a lone caller
+//! costs no thread switch for its fsync. Otherwise it asks the syncer thread
+//! for the next fsync and sleeps. The syncer runs it as soon as the running
+//! one ends, so while calls keep coming the fsyncs run back to back, each
+//! covering every change made before it began: every call that arrived
+//! while the previous one ran (group commit). After each fsync the workers
+//! it covered are woken one by one (`unpark`: a broadcast would wake them all
+//! into one mutex), and each sends its own reply. No thread that runs an
+//! fsync writes anyone else's reply, so no client can hold up the fsyncs.
+//!
+//! Once a second the syncer also removes content files no new lock will
+//! link to (see [`Store::remove_stale_contents`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use crate::api::CallError;
+use crate::metrics::Metrics;
+use crate::store::{self, Store};
+
+/// The directory fsyncs, and the workers waiting for them.
+pub struct Durability {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    /// Wakes the syncer: an fsync is asked for, one ended, or lockd stops.
+    wake: Condvar,
+    stopping: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    /// Whether an fsync runs now.
+    syncing: bool,
+    /// Whether a worker waits for an fsync that has not started.
+    asked: bool,
+    /// How many fsyncs have started, and ended.
+    started: u64,
+    ended: u64,
+    /// The workers asleep, each with the number of the fsync that covers
+    /// its change.
+    waiting: Vec<(u64, Thread)>,
+    /// Why the last fsync that failed failed.
+    failed: Option<Arc<store::Error>>,
+}
+
+impl Durability {
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Durability {
+        Durability {
+            store,
+            metrics,
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Return once change `seq` is on stable storage, or with the error of
+    /// the fsync that was to cover it.
+    pub fn wait(&self, seq: u64) -> Result<(), CallError> {
+        // The number of the fsync that covers the change: the first to
+        // start from now on (set at the first look at the state).
+        let mut covering = None;
+        loop {
+            if self.store.is_durable(seq) {
+                return Ok(());
+            }
+            let mut state = self.lock();
+            if self.store.is_durable(seq) {
+                return Ok(());
+            }
+            let number = *covering.get_or_insert(state.started + 1);
+            if state.ended >= number {
+                // It ended, and the change is not durable: it failed.
+                return Err(match &state.failed {
+                    Some(error) => CallError::NotSynced(Arc::clone(error)),
+                    None => unfinished(self.store.dir()),
+                });
+            }
+            if state.syncing || state.asked {
+                state.waiting.push((number, thread::current()));
+                if !state.asked {
+                    state.asked = true;
+                    self.wake.notify_one();
+                }
+                drop(state);
+                thread::park();
+            } else {
+                let number = state.begin();
+                drop(state);
+                self.sync(number);
+            }
+        }
+    }
+
+    /// Run fsync `number`, then wake the workers it covers.
+    fn sync(&self, number: u64) {
+        let started = Instant::now();
+        let synced = self.store.sync();
+        self.metrics.fsync_duration.observe(started.elapsed());
+        let woken: Vec<Thread> = {
+            let mut state = self.lock();
+            state.syncing = false;
+            state.ended = number;
+            if let Err(error) = synced {
+                let error = Arc::new(error);
+                log::error!("{}", CallError::NotSynced(Arc::clone(&error)));
+                state.failed = Some(error);
+            }
+            if state.asked {
+                self.wake.notify_one();
+            }
+            let waiting = std::mem::take(&mut state.waiting);
+            let (covered, later): (Vec<_>, Vec<_>) =
+                waiting.into_iter().partition(|(n, _)| *n <= number);
+            state.waiting = later;
+            covered.into_iter().map(|(_, thread)| thread).collect()
+        };
+        for worker in woken {
+            worker.unpark();
+        }
+    }
+
+    /// The syncer thread: run each fsync asked for as soon as none runs,
+    /// and remove stale content files once a second, until stopped.
+    pub fn run_syncer(&self) {
+        let mut swept = Instant::now();
+        loop {
+            let number = {
+                let mut state = self.lock();
+                // Until an fsync is asked for and none runs.
+                while !state.asked || state.syncing {
+                    if self.stopping.load(Ordering::SeqCst) && !state.asked {
+                        return;
+                    }
+                    if swept.elapsed() >= Duration::from_secs(1) {
+                        drop(state);
+                        self.store.remove_stale_contents();
+                        swept = Instant::now();
+                        state = self.lock();
+                        continue;
+                    }
+                    state = self
+                        .wake
+                        .wait_timeout(state, Duration::from_secs(1))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                state.begin()
+            };
+            self.sync(number);
+        }
+    }
+
+    /// Let the syncer end once no worker waits.
+    pub fn stop(&self) {
+        let _state = self.lock();
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+}
+
+impl State {
+    /// Start an fsync; its number.
+    fn begin(&mut self) -> u64 {
+        self.syncing = true;
+        self.asked = false;
+        self.started += 1;
+        self.started
+    }
+}
+
+/// An fsync that ended without making a change durable failed, and records
+/// why; this stands in should that ever not hold.
+fn unfinished(dir: &std::path::Path) -> CallError {
+    CallError::NotSynced(Arc::new(store::Error::Io {
+        action: "fsync",
+        path: dir.to_path_buf(),
+        source: std::io::Error::other("the fsync covering this change did not complete"),
+    }))
+}
