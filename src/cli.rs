@@ -97,7 +97,12 @@ fn options() -> Options {
         &format!("address to listen on; port 0 picks a free one [{DEFAULT_LISTEN}]"),
         "HOST:PORT",
     );
-    opts.optopt("", "threads", "worker threads taking requests [2]", "N");
+    opts.optopt(
+        "",
+        "threads",
+        "worker threads kept waiting for requests; more start while calls are in flight [2]",
+        "N",
+    );
     opts.optopt(
         "",
         "idle-timeout",
