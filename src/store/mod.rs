@@ -468,13 +468,16 @@ impl Store {
     /// and does not go on (a lockd stopped, or on a node cut off, on a
     /// cluster filesystem) fails calls, it does not hang them.
     fn guard(&self) -> Result<Guard<'_>, Error> {
+        // The wait counts from here: a call queued behind another call that
+        // is waiting for the `flock` has waited as long as that one when it
+        // gets the mutex, and then tries once.
+        let start = Instant::now();
         let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
         let path = || self.dir.join(GLOBAL_LOCK_FILE);
         let wait = *self
             .lock_wait
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        let start = Instant::now();
         let mut pause = Duration::from_micros(50);
         loop {
             match core.global_lock.try_lock() {
@@ -1364,6 +1367,36 @@ mod tests {
         assert!(lock_files(temp.path()).is_empty());
         other.unlock().unwrap();
         store.lock("vm1", "node1").result.unwrap();
+    }
+
+    /// Calls waiting at once each wait the bounded time, not one after
+    /// another: the wait counts from the call, not from the moment the call
+    /// gets its turn at the process mutex (which another waiting call holds).
+    #[test]
+    fn calls_waiting_together_for_the_directory_lock_fail_together() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = open(temp.path());
+        store.set_lock_wait(Duration::from_millis(300));
+        let other = File::open(temp.path().join(GLOBAL_LOCK_FILE)).unwrap();
+        other.lock().unwrap();
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = (0..4)
+                .map(|i| {
+                    let store = &store;
+                    scope.spawn(move || {
+                        let failed = store.lock(&format!("vm{i}"), "node1").result.is_err();
+                        (failed, start.elapsed())
+                    })
+                })
+                .collect();
+            for call in calls {
+                let (failed, after) = call.join().unwrap();
+                assert!(failed);
+                assert!(after < Duration::from_millis(550), "failed after {after:?}");
+            }
+        });
+        other.unlock().unwrap();
     }
 
     #[test]
