@@ -3,6 +3,7 @@
 mod support;
 
 mod bench;
+mod cluster;
 mod daemon;
 mod lockcmd;
 mod proof;
