@@ -568,3 +568,64 @@ fn lockd_refuses_an_unmarked_gluster_mount() {
     );
     assert!(!log.contains("listening"), "{log}");
 }
+
+/// Two lockd with the same process id on two nodes (each the first process
+/// of its container, or started in the same order on identical hosts):
+/// each in a PID namespace of its own here, so both are pid 1. Clients on
+/// both take and release locks, each call with a client string of its own
+/// (a new content file for every grant); every call must be answered with
+/// a grant or a release, none fail because the other lockd's content file
+/// has the same name.
+#[test]
+fn two_daemons_with_one_pid_on_two_mounts_do_not_collide() {
+    let test = "two_daemons_with_one_pid_on_two_mounts_do_not_collide";
+    let Some(volume) = Volume::up(test, 2) else {
+        return;
+    };
+    let daemons: Vec<Daemon> = (0..2)
+        .map(|i| {
+            Daemon::start_with(Options {
+                dir: Some(volume.lock_dir(i)),
+                args: vec!["--cluster-fs".into()],
+                shell_prelude: Some("exec unshare --pid --fork --kill-child \"$0\" \"$@\"".into()),
+                ..Options::default()
+            })
+        })
+        .collect();
+    let end = Instant::now() + Duration::from_secs(3);
+    let clients: Vec<_> = (0..4usize)
+        .map(|c| {
+            let addr = daemons[c % 2].addr;
+            thread::spawn(move || {
+                let mut rpc = Rpc::new(addr);
+                let mut failures = Vec::new();
+                let mut n = 0;
+                while Instant::now() < end {
+                    let (name, me) = (format!("vm{c}"), format!("client{c}-{n}"));
+                    n += 1;
+                    for method in ["lock", "unlock"] {
+                        let outcome = rpc.call(method, &[&name, &me]).unwrap();
+                        if !outcome.is_nil() {
+                            failures.push(format!("{method}: {outcome:?}"));
+                        }
+                    }
+                }
+                (n, failures)
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    let mut cycles = 0;
+    for client in clients {
+        let (n, failed) = client.join().expect("client thread");
+        cycles += n;
+        failures.extend(failed);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {cycles} cycles failed, the first: {}",
+        failures.len(),
+        failures[0]
+    );
+    eprintln!("two lockd with pid 1: {cycles} cycles, none failed");
+}
