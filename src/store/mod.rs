@@ -25,11 +25,13 @@
 //! the change number it observed; a reply may be sent once
 //! [`Store::is_durable`] says that change is on stable storage.
 //!
-//! Content files are named `.lockd-<pid>-<n>.tmp`. One is written per client,
-//! resource and second and shared by hard links, so a client that takes and
-//! releases a lock many times a second costs one data fsync a second, not one
-//! a call. They are removed when their second has passed, and at start-up
-//! whatever an earlier run left behind is removed.
+//! Content files are named `.lockd-<pid>-<random>-<n>.tmp` (the random part
+//! tells apart lockd on two nodes of a cluster filesystem that have the same
+//! pid). One is written per client, resource and second and shared by hard
+//! links, so a client that takes and releases a lock many times a second
+//! costs one data fsync a second, not one a call. They are removed when
+//! their second has passed, and at start-up whatever an earlier run left
+//! behind is removed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -292,6 +294,10 @@ pub struct Store {
     /// Content files by client and resource.
     contents: Mutex<HashMap<(String, String), Content>>,
     temp_counter: AtomicU64,
+    /// This process among all sharing the directory, in its temporary
+    /// files' names: `<pid>-<random>`. The pid alone is not enough on a
+    /// cluster filesystem, where lockd on two nodes may have the same one.
+    instance: String,
     lock_wait: RwLock<Duration>,
 }
 
@@ -345,6 +351,7 @@ impl Store {
             synced: AtomicU64::new(0),
             contents: Mutex::new(HashMap::new()),
             temp_counter: AtomicU64::new(0),
+            instance: instance_name(),
             lock_wait: RwLock::new(DEFAULT_LOCK_WAIT),
         };
         let report = store.recover()?;
@@ -887,13 +894,13 @@ impl Store {
         Ok(oldest)
     }
 
-    /// `.lockd-<kind><pid>-<n>.tmp`: content files have no kind, self-test
-    /// files `probe-`. Start-up removes them all.
+    /// `.lockd-<kind><pid>-<random>-<n>.tmp`: content files have no kind,
+    /// self-test files `probe-`. Start-up removes them all.
     fn temp_path(&self, kind: &str) -> PathBuf {
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         self.dir.join(format!(
             "{TEMP_PREFIX}{kind}{}-{n}{TEMP_SUFFIX}",
-            std::process::id()
+            self.instance
         ))
     }
 
@@ -952,6 +959,18 @@ impl Store {
             keep
         });
     }
+}
+
+/// `<pid>-<random>`: the pid, for people reading the directory, and 64
+/// random bits (std's hash keys are seeded from the OS's randomness), for
+/// lockd on another node that has the same pid (the first process of a
+/// container, or started in the same order on identical hosts).
+fn instance_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{}-{random:016x}", std::process::id())
 }
 
 /// Open the lock directory (for fsync) and its `lockd.lock`, and say which
