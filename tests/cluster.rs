@@ -88,6 +88,30 @@ impl Volume {
         self.mounts[i].join("locks")
     }
 
+    /// The pid of mount `i`'s FUSE client (the `glusterfs` process whose
+    /// last argument is the mount point).
+    fn fuse_client(&self, i: usize) -> u32 {
+        let mount = self.mounts[i].to_string_lossy().into_owned();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_client = args.first().is_some_and(|a| a.ends_with("glusterfs"));
+            if is_client && args.last() == Some(&mount) {
+                return pid;
+            }
+        }
+        panic!("no glusterfs client process for {mount}")
+    }
+
     /// lockd with `--cluster-fs` on mount `i`'s view of the lock directory.
     fn daemon(&self, i: usize) -> Daemon {
         Daemon::start_with(Options {
@@ -417,50 +441,11 @@ fn a_stopped_daemon_holding_the_directory_lock_fails_calls_then_service_resumes(
     let stopped = volume.daemon(0);
     let other = volume.daemon(1);
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4usize)
-        .map(|c| {
-            let addr = stopped.addr;
-            let stop = Arc::clone(&stop);
-            thread::spawn(move || {
-                let mut rpc = Rpc::new(addr);
-                rpc.guard = Duration::from_secs(60);
-                let (name, me) = (format!("busy{c}"), format!("client{c}"));
-                while !stop.load(Ordering::Relaxed) {
-                    for method in ["lock", "unlock"] {
-                        // Every call is answered. A call that waited out the
-                        // stop behind the one holding lockd.lock has waited
-                        // longer than the bounded wait, and may fail as the
-                        // other lockd's calls do; then the next is refused.
-                        match rpc.call(method, &[&name, &me]).unwrap() {
-                            Outcome::Value(_) | Outcome::Fault(1, _) => {}
-                            Outcome::Fault(code, text) => {
-                                assert!(
-                                    code == -32603 && text.contains("still held"),
-                                    "client {c}: {code} {text}"
-                                );
-                            }
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    let lock_file = volume.lock_dir(1).join("lockd.lock");
-    let mut rng = Prng::new(proof::seed("cluster-stop"));
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        assert!(
-            tries <= 100,
-            "in 100 stops the busy lockd never held lockd.lock"
-        );
-        thread::sleep(Duration::from_millis(20 + rng.below(80)));
-        lockd::sys::kill(stopped.pid(), libc::SIGSTOP).unwrap();
-        if is_locked(&lock_file) {
-            break;
-        }
-        lockd::sys::kill(stopped.pid(), libc::SIGCONT).unwrap();
-    }
+    // Every call is answered. A call that waited out the stop behind the
+    // one holding lockd.lock has waited longer than the bounded wait, and
+    // may fail as the other lockd's calls do; then the next is refused.
+    let clients = keep_busy(stopped.addr, &stop, |text| text.contains("still held"));
+    let tries = stop_while_holding(&stopped, &volume.lock_dir(1).join("lockd.lock"));
     eprintln!("stopped lockd caught holding lockd.lock at stop {tries}");
 
     // Calls on the other mount (and a second one at once) fail, not hang.
@@ -477,6 +462,19 @@ fn a_stopped_daemon_holding_the_directory_lock_fails_calls_then_service_resumes(
         })
         .collect();
     let health = support::curl(&["-i", &format!("{}/health", other.url())]);
+    // A call that only reads, while the other lockd's calls wait.
+    thread::sleep(Duration::from_millis(500));
+    let read_started = Instant::now();
+    let status = Rpc::new(other.addr).call("status", &["vm3"]).unwrap();
+    let read_took = read_started.elapsed();
+    assert!(
+        matches!(&status, Outcome::Value(s) if s.member("locked") == Some(&Value::Bool(false))),
+        "{status:?}"
+    );
+    eprintln!(
+        "while stopped, a status call on the other lockd took {:.1} s",
+        read_took.as_secs_f64()
+    );
     for caller in callers {
         let (outcome, at) = caller.join().expect("caller");
         let waited = at - started;
@@ -521,6 +519,115 @@ fn a_stopped_daemon_holding_the_directory_lock_fails_calls_then_service_resumes(
         "after SIGCONT the other lockd granted in {:.3} s; the stopped one's clients finished",
         took.as_secs_f64()
     );
+}
+
+/// Four clients locking and unlocking resources of their own through the
+/// lockd at `addr` without pause, until `stop`. Every call must be answered:
+/// with a value, a refusal, or a lock directory failure that `failure_ok`
+/// accepts.
+fn keep_busy(
+    addr: SocketAddr,
+    stop: &Arc<AtomicBool>,
+    failure_ok: fn(&str) -> bool,
+) -> Vec<thread::JoinHandle<()>> {
+    (0..4usize)
+        .map(|c| {
+            let stop = Arc::clone(stop);
+            thread::spawn(move || {
+                let mut rpc = Rpc::new(addr);
+                rpc.guard = Duration::from_secs(60);
+                let (name, me) = (format!("busy{c}"), format!("client{c}"));
+                while !stop.load(Ordering::Relaxed) {
+                    for method in ["lock", "unlock"] {
+                        match rpc.call(method, &[&name, &me]).unwrap() {
+                            Outcome::Value(_) | Outcome::Fault(1, _) => {}
+                            Outcome::Fault(code, text) => assert!(
+                                code == -32603 && failure_ok(&text),
+                                "client {c}: {code} {text}"
+                            ),
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Stop the busy `daemon` (SIGSTOP) at random moments until it is stopped
+/// while it holds `lockd.lock` (`lock_file`, as another mount shows it):
+/// how many stops it took.
+fn stop_while_holding(daemon: &Daemon, lock_file: &Path) -> usize {
+    let mut rng = Prng::new(proof::seed("cluster-stop"));
+    for tries in 1..=100 {
+        thread::sleep(Duration::from_millis(20 + rng.below(80)));
+        lockd::sys::kill(daemon.pid(), libc::SIGSTOP).unwrap();
+        if is_locked(lock_file) {
+            return tries;
+        }
+        lockd::sys::kill(daemon.pid(), libc::SIGCONT).unwrap();
+    }
+    panic!("in 100 stops the busy lockd never held lockd.lock");
+}
+
+/// A node's Gluster client dies (SIGKILL of its FUSE process) while that
+/// node's lockd holds `lockd.lock` (stopped in a check-and-change, as
+/// above): the brick sees the connection close and releases the `flock` at
+/// once, so the lockd on the other mount goes on without waiting for it;
+/// the node's lockd, resumed, fails its calls with a lock directory failure
+/// (its mount is gone) and grants nothing. A node that dies whole (power)
+/// is noticed by the bricks' TCP timeouts instead, about 42 s (not tested).
+#[test]
+fn a_node_whose_gluster_client_dies_releases_the_directory_lock() {
+    let test = "a_node_whose_gluster_client_dies_releases_the_directory_lock";
+    let Some(volume) = Volume::up(test, 2) else {
+        return;
+    };
+    let orphan = volume.daemon(0);
+    let other = volume.daemon(1);
+    let mut rpc = Rpc::new(orphan.addr);
+    assert!(rpc.call("lock", &["held", "node1"]).unwrap().is_nil());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = keep_busy(orphan.addr, &stop, |text| {
+        text.contains("still held") || text.contains("not connected")
+    });
+    let tries = stop_while_holding(&orphan, &volume.lock_dir(1).join("lockd.lock"));
+    lockd::sys::kill(volume.fuse_client(0), libc::SIGKILL).unwrap();
+    let killed = Instant::now();
+    let mut rpc = Rpc::new(other.addr);
+    assert!(rpc.call("lock", &["vm1", "node2"]).unwrap().is_nil());
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(3), "granted after {took:?}");
+    eprintln!(
+        "the lockd caught holding lockd.lock at stop {tries}; its Gluster client killed; the other lockd granted after {:.3} s",
+        took.as_secs_f64()
+    );
+
+    lockd::sys::kill(orphan.pid(), libc::SIGCONT).unwrap();
+    let mut rpc = Rpc::new(orphan.addr);
+    rpc.guard = Duration::from_secs(15);
+    let outcome = rpc.call("lock", &["vm2", "node1"]).unwrap();
+    let Outcome::Fault(-32603, text) = &outcome else {
+        panic!("the lockd without its mount answered {outcome:?}")
+    };
+    assert!(text.contains("lock directory failure"), "{text}");
+    eprintln!("the lockd without its mount: {text}");
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("client thread");
+    }
+    let mut rpc = Rpc::new(other.addr);
+    let Outcome::Value(Value::Array(locks)) = rpc.call("locks", &[]).unwrap() else {
+        panic!("locks()")
+    };
+    let held: Vec<(&str, &str)> = locks
+        .iter()
+        .filter_map(|l| {
+            let field = |n| l.member(n).and_then(Value::as_str);
+            Some((field("resource")?, field("client")?))
+        })
+        .filter(|(r, _)| !r.starts_with("busy"))
+        .collect();
+    assert_eq!(held, [("held", "node1"), ("vm1", "node2")]);
 }
 
 /// Whether `lockd.lock` at `path` is held by someone: `flock -n` from a
