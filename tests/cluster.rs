@@ -52,6 +52,7 @@ impl Volume {
         let turn_path = std::env::temp_dir().join("lockd-cluster-tests.lock");
         let turn = File::create(&turn_path).unwrap();
         turn.lock().unwrap();
+        clear_leftovers();
         let work = tempfile::Builder::new()
             .prefix("lockd-gluster-")
             .tempdir()
@@ -146,6 +147,26 @@ impl Drop for Volume {
             "GlusterFS volume torn down in {:.1} s",
             started.elapsed().as_secs_f64()
         );
+    }
+}
+
+/// Tear down the volumes of test runs that were killed before their drop
+/// ran: with the turn held, no other volume is in use.
+fn clear_leftovers() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let ours = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("lockd-gluster-");
+        if ours && dir.join("state").exists() {
+            eprintln!("tearing down a volume left behind in {}", dir.display());
+            let _ = support::run(Command::new(SCRIPT).arg("down").arg(&dir));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
 
