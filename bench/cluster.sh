@@ -90,7 +90,8 @@ a=$(mktemp -p "$work"); b=$(mktemp -p "$work")
 bench 7391 32 0 "lockd 32 of 64 clients, mount 1" > "$a" &
 bench 7392 32 32 "lockd 32 of 64 clients, mount 2" > "$b"
 wait $!
-row "lockd, two lockd on two mounts (32 + 32)" 64 "$(( $(cat "$a") + $(cat "$b") ))"
+row "lockd, two lockd on two mounts (32 + 32 clients: first + second)" 64 \
+  "$(( $(cat "$a") + $(cat "$b") )) ($(cat "$a") + $(cat "$b"))"
 
 # 3. etcd, three members on loopback, beside it.
 if command -v etcd >/dev/null; then
