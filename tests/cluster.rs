@@ -230,9 +230,12 @@ fn history_over_three_daemons_on_three_mounts() {
 
 /// Fencing across mounts: a resource acquired through one lockd and
 /// released through another, round after round, gets a larger token each
-/// time; clients on three lockd taking and releasing three resources see
-/// every token larger than every one acknowledged before it; and
-/// `acquire_many` from clients on different lockd is all or nothing.
+/// time; a break through a second lockd ends a grant made by the first for
+/// a third, and a fence releases a client's locks whichever lockd granted
+/// them, both in the one audit trail; clients on three lockd taking and
+/// releasing three resources see every token larger than every one
+/// acknowledged before it; and `acquire_many` from clients on different
+/// lockd is all or nothing.
 #[test]
 fn fencing_holds_across_mounts() {
     let Some(volume) = Volume::up("fencing_holds_across_mounts", 3) else {
@@ -261,6 +264,63 @@ fn fencing_holds_across_mounts() {
                 .is_nil()
         );
     }
+
+    // A break on another lockd ends the grant everywhere; a fence on a
+    // third releases all of a client's locks, whichever lockd granted them.
+    let token = fencing::token_of(&rpcs[0].call("acquire", &["vm2", "node1"]).unwrap())
+        .expect("acquire vm2");
+    let grant = |client: &str, token| {
+        vec![
+            Value::Str("vm2".into()),
+            Value::Str(client.into()),
+            Value::Int(token),
+        ]
+    };
+    let broken = rpcs[1]
+        .call_values(
+            "break_lock",
+            [grant("node1", token), vec![Value::Str("node1 off".into())]].concat(),
+        )
+        .unwrap();
+    assert!(matches!(&broken, Outcome::Value(v) if v.member("token") == Some(&Value::Int(token))));
+    let checked = rpcs[2].call_values("check", grant("node1", token)).unwrap();
+    assert_eq!(checked, Outcome::Value(Value::Bool(false)));
+    let next = fencing::token_of(&rpcs[2].call("acquire", &["vm2", "node2"]).unwrap())
+        .expect("acquire vm2 again");
+    assert!(next > token, "token {next} after a break of {token}");
+    let many = vec![
+        Value::Array(vec![Value::Str("d1".into()), Value::Str("d2".into())]),
+        Value::Str("node2".into()),
+    ];
+    assert!(matches!(
+        rpcs[0].call_values("acquire_many", many).unwrap(),
+        Outcome::Value(Value::Array(ref l)) if l.len() == 2
+    ));
+    let fenced = rpcs[1].call("fence", &["node2", "stonith"]).unwrap();
+    assert!(
+        matches!(&fenced, Outcome::Value(Value::Array(l)) if l.len() == 3),
+        "{fenced:?}"
+    );
+    assert_eq!(
+        rpcs[0].call("locks", &[]).unwrap(),
+        Outcome::Value(Value::Array(Vec::new()))
+    );
+    let audit = std::fs::read_to_string(volume.lock_dir(2).join("lockd.audit.jsonl")).unwrap();
+    let methods: Vec<&str> = audit
+        .lines()
+        .map(|l| {
+            if l.contains("\"break_lock\"") {
+                "break_lock"
+            } else {
+                "fence"
+            }
+        })
+        .collect();
+    assert_eq!(
+        methods,
+        ["break_lock", "fence", "fence", "fence"],
+        "{audit}"
+    );
 
     let grants: Grants = Arc::default();
     let seed = proof::seed("cluster-fencing");
