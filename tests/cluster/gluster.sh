@@ -6,7 +6,10 @@
 # --net, so the FUSE client reaches 127.0.0.2) but in the caller's mount
 # namespace, where lockd and the tests see them.
 #
-#   tests/cluster/gluster.sh up DIR [MOUNTS]   volume "lockd", mounts DIR/m1..mN
+#   tests/cluster/gluster.sh up DIR [MOUNTS [LAYOUT]]
+#       volume "lockd", mounts DIR/m1..mN (2); LAYOUT is `single` (one brick,
+#       DIR/brick, the default) or `arbiter` (replica 3 arbiter 1: bricks
+#       DIR/b1, DIR/b2 and the arbiter DIR/b3, each its own glusterfsd)
 #   tests/cluster/gluster.sh down DIR          unmount, stop, remove everything
 #
 # DIR is a fresh (or absent) directory of the caller's; `up` writes there the
@@ -24,6 +27,7 @@ die() { echo "gluster.sh: $*" >&2; exit 1; }
 action=$1
 dir=$(realpath -m "$2")
 mounts=${3:-2}
+layout=${4:-single}
 addr=127.0.0.2
 volume=lockd
 # One namespace per DIR: concurrent runs on other DIRs do not collide on it.
@@ -43,9 +47,13 @@ up() {
   [ ! -e "$dir/state" ] || die "$dir is in use: run '$0 down $dir' first"
   echo "ns=$ns" > "$dir/state"
   mkdir -p "$dir/glusterd" "$dir/log"
-  # A fresh brick each run: a brick that held a volume refuses a new one.
-  rm -rf "$dir/brick"
-  mkdir "$dir/brick"
+  # Fresh bricks each run: a brick that held a volume refuses a new one.
+  case $layout in
+    single) bricks=("$dir/brick") ;;
+    arbiter) bricks=("$dir/b1" "$dir/b2" "$dir/b3") ;;
+    *) die "unknown layout $layout: single or arbiter" ;;
+  esac
+  for b in "${bricks[@]}"; do rm -rf "$b"; mkdir "$b"; done
   ip netns add "$ns" || die "cannot create the network namespace $ns"
   ip netns exec "$ns" ip link set lo up
   cat > "$dir/glusterd.vol" <<VOL
@@ -66,7 +74,14 @@ VOL
     [ -S "$sock" ] && cli volume list >/dev/null 2>&1 && break
     sleep 0.1
   done
-  cli volume create "$volume" "$addr:$dir/brick" force >/dev/null
+  # force: the bricks are on the root filesystem (and, for a replica, on
+  # one server).
+  if [ "$layout" = arbiter ]; then
+    cli volume create "$volume" replica 3 arbiter 1 \
+      "${bricks[@]/#/$addr:}" force >/dev/null
+  else
+    cli volume create "$volume" "$addr:${bricks[0]}" force >/dev/null
+  fi
   # Each of these serves one mount a name or content another mount has
   # changed (docs/cluster.md, "Mount and volume options").
   for option in performance.stat-prefetch performance.quick-read performance.open-behind; do
@@ -103,7 +118,9 @@ down() {
     kill -9 "$(cat "$dir/glusterd.pid")" 2>/dev/null || true
   fi
   # glusterd writes the brick's log outside DIR, named after the brick's path.
-  rm -f "/var/log/glusterfs/bricks/$(printf '%s' "${dir#/}/brick" | tr / -).log"
+  for b in brick b1 b2 b3; do
+    rm -f "/var/log/glusterfs/bricks/$(printf '%s' "${dir#/}/$b" | tr / -).log"
+  done
   rm -f "$dir/state"
   return $status
 }
