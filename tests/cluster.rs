@@ -81,14 +81,19 @@ impl Volume {
             "{test}: GlusterFS volume ({layout}) with {mounts} mounts set up in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        let mounts = (1..=mounts)
+        let mounts: Vec<PathBuf> = (1..=mounts)
             .map(|i| work.path().join(format!("m{i}")))
             .collect();
-        Some(Volume {
+        // Built first, so that a failed check still tears it down.
+        let volume = Volume {
             work,
             mounts,
             _turn: turn,
-        })
+        };
+        for mount in &volume.mounts {
+            assert_coherent(mount);
+        }
+        Some(volume)
     }
 
     /// The lock directory as mount `i` shows it.
@@ -151,6 +156,35 @@ impl Drop for Volume {
             started.elapsed().as_secs_f64()
         );
     }
+}
+
+/// Check, as docs/cluster.md tells an operator to, that a mount has the
+/// coherent settings: GlusterFS's `.meta` shows the client's command line
+/// (the kernel cache timeouts) and the translators of its active graph (no
+/// caching translator that serves stale names or contents).
+fn assert_coherent(mount: &Path) {
+    let meta = mount.join(".meta");
+    let cmdline = std::fs::read_to_string(meta.join("cmdline")).unwrap();
+    for option in [
+        "--attribute-timeout=0",
+        "--entry-timeout=0",
+        "--negative-timeout=0",
+    ] {
+        assert!(cmdline.contains(option), "{option} missing: {cmdline}");
+    }
+    let graph = support::files_in(&meta.join("graphs/active"));
+    let caches = [
+        "md-cache",
+        "quick-read",
+        "open-behind",
+        "nl-cache",
+        "io-cache",
+    ];
+    let found: Vec<&String> = graph
+        .iter()
+        .filter(|t| caches.iter().any(|c| t.ends_with(&format!("-{c}"))))
+        .collect();
+    assert!(found.is_empty(), "caching translators in {graph:?}");
 }
 
 /// The first process whose arguments `matches`.
