@@ -12,8 +12,11 @@
 //! They need root, /dev/fuse, `ip netns`, `nsenter`, and the Debian
 //! packages glusterfs-server and glusterfs-client (`.ci/run` installs
 //! them). Without these a test fails in CI and says `skipped` elsewhere.
-//! `LOCKD_PROOF_CLUSTER_SECONDS` sets the length of the history run (6 s,
-//! times `LOCKD_PROOF_SCALE`).
+//! The lengths scale with `LOCKD_PROOF_SCALE`, or are set one by one:
+//! `LOCKD_PROOF_CLUSTER_SECONDS` (the history run, 6 s),
+//! `LOCKD_PROOF_CLUSTER_FENCING_SECONDS` (each of the two fencing loads,
+//! 3 s) and `LOCKD_PROOF_CLUSTER_BRICK_SECONDS` (the history run through a
+//! brick's death, 5 s).
 
 use std::fs::File;
 use std::net::SocketAddr;
