@@ -534,7 +534,7 @@ fn kill_9_of_one_daemon_leaves_the_others_serving() {
 /// (after the kill in [`kill_9_of_one_daemon_leaves_the_others_serving`]).
 fn busy_client(addr: SocketAddr, c: usize, stop: &AtomicBool) -> (usize, usize, usize) {
     let mut rpc = Rpc::new(addr);
-    rpc.guard = Duration::from_secs(5);
+    rpc.guard = Duration::from_secs(15);
     let (mut answered, mut failed, mut late) = (0, 0, 0);
     let start = Instant::now();
     let (name, me) = (format!("busy{c}"), format!("client{c}"));
@@ -652,7 +652,7 @@ fn a_stopped_daemon_holding_the_directory_lock_fails_calls_then_service_resumes(
     rpc.guard = Duration::from_secs(15);
     assert!(rpc.call("lock", &["vm1", "node1"]).unwrap().is_nil());
     let took = resumed.elapsed();
-    assert!(took < Duration::from_secs(3), "resumed after {took:?}");
+    assert!(took < Duration::from_secs(5), "resumed after {took:?}");
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.join().expect("client thread");
@@ -738,7 +738,7 @@ fn a_node_whose_gluster_client_dies_releases_the_directory_lock() {
     let mut rpc = Rpc::new(other.addr);
     assert!(rpc.call("lock", &["vm1", "node2"]).unwrap().is_nil());
     let took = killed.elapsed();
-    assert!(took < Duration::from_secs(3), "granted after {took:?}");
+    assert!(took < Duration::from_secs(5), "granted after {took:?}");
     eprintln!(
         "the lockd caught holding lockd.lock at stop {tries}; its Gluster client killed; the other lockd granted after {:.3} s",
         took.as_secs_f64()
