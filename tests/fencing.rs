@@ -16,7 +16,7 @@ use crate::support::Daemon;
 
 const REFUSED: &str = "<type 'exceptions.Exception'>:";
 
-fn token_of(outcome: &Outcome) -> Option<i32> {
+pub fn token_of(outcome: &Outcome) -> Option<i32> {
     match outcome {
         Outcome::Value(value) => match value.member("token") {
             Some(Value::Int(token)) => Some(*token),
@@ -135,7 +135,7 @@ fn audit_trail_survives_a_restart(dir: &std::path::Path) {
 }
 
 /// Acknowledged grants of one resource, in the order their replies came.
-type Grants = Arc<Mutex<HashMap<String, Vec<(Instant, i32)>>>>;
+pub type Grants = Arc<Mutex<HashMap<String, Vec<(Instant, i32)>>>>;
 
 /// Clients acquire and release three resources while lockd is killed at
 /// random moments and restarted; every acknowledged token of a resource is
@@ -186,7 +186,7 @@ fn tokens_only_grow_through_sigkill_rounds() {
 
 /// One client: acquire a random resource of three, release it, until `end`
 /// or until lockd goes away.
-fn churn(addr: std::net::SocketAddr, c: u64, seed: u64, end: Instant, grants: &Grants) {
+pub fn churn(addr: std::net::SocketAddr, c: u64, seed: u64, end: Instant, grants: &Grants) {
     let mut rng = Prng::new(seed);
     let mut rpc = Rpc::new(addr);
     let me = format!("node{c}");
@@ -240,13 +240,28 @@ fn two_daemons_on_one_directory_hand_out_growing_tokens() {
 #[test]
 fn acquire_many_is_all_or_nothing_under_contention() {
     let daemon = Daemon::start();
+    let seconds = proof::knob("SECONDS", 2);
+    let (granted, refused) = acquire_many_contention(&[daemon.addr], Duration::from_secs(seconds));
+    assert!(
+        granted > 10 && refused > 10,
+        "{granted} granted, {refused} refused"
+    );
+    eprintln!("acquire_many: {granted} granted, {refused} refused, none half-taken");
+}
+
+/// Four clients (client `c` on `addrs[c % addrs.len()]`) take random pairs
+/// and triples of five resources with acquire_many for `length` and release
+/// them, checking that a refused call leaves none of its resources taken
+/// and that no resource is ever held twice. Returns how many calls were
+/// granted and how many refused.
+pub fn acquire_many_contention(addrs: &[std::net::SocketAddr], length: Duration) -> (usize, usize) {
     let holders: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let seed = proof::seed("acquire-many");
-    let end = Instant::now() + Duration::from_secs(proof::knob("SECONDS", 2));
+    let end = Instant::now() + length;
     let clients: Vec<_> = (0..4)
         .map(|c| {
             let holders = Arc::clone(&holders);
-            let addr = daemon.addr;
+            let addr = addrs[c % addrs.len()];
             thread::spawn(move || contend(addr, c, seed, end, &holders))
         })
         .collect();
@@ -256,11 +271,7 @@ fn acquire_many_is_all_or_nothing_under_contention() {
         granted += g;
         refused += r;
     }
-    assert!(
-        granted > 10 && refused > 10,
-        "{granted} granted, {refused} refused"
-    );
-    eprintln!("acquire_many: {granted} granted, {refused} refused, none half-taken");
+    (granted, refused)
 }
 
 /// One client of the test above: random sets of two or more of five

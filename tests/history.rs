@@ -16,7 +16,8 @@
 //!
 //! The same checker runs against one daemon, against two daemons serving
 //! one directory, the clients split between them, and (tests/legacy.rs)
-//! against lockd and the real gocept.lockd serving one directory.
+//! against lockd and the real gocept.lockd serving one directory, and
+//! (tests/cluster.rs) against lockd on several mounts of a GlusterFS volume.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -78,7 +79,7 @@ fn client_name(c: usize) -> String {
 }
 
 /// The resources of the plain runs.
-fn plain_names() -> Vec<String> {
+pub fn plain_names() -> Vec<String> {
     (0..RESOURCES).map(|r| format!("vm{r}")).collect()
 }
 
@@ -236,9 +237,18 @@ fn check_history_vm(events: &[Event], locks: &[(String, String)]) -> Result<Stri
 /// (asked of the first server, which must be a lockd).
 pub fn run_history(servers: &[Server], names: &[String]) -> (Vec<Event>, Vec<(String, String)>) {
     let seconds = proof::knob("SECONDS", 3);
+    run_history_for(servers, names, Duration::from_secs(seconds))
+}
+
+/// [`run_history`] for `length` instead of `LOCKD_PROOF_SECONDS`.
+pub fn run_history_for(
+    servers: &[Server],
+    names: &[String],
+    length: Duration,
+) -> (Vec<Event>, Vec<(String, String)>) {
     let seed = proof::seed("history");
     let start = Instant::now();
-    let end = start + Duration::from_secs(seconds);
+    let end = start + length;
     let handles: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let server = servers[c % servers.len()];

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod cluster;
 mod daemon;
 mod lockcmd;
 mod proof;

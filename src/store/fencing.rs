@@ -466,7 +466,7 @@ impl Store {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let n = super::TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        format!("{nanos:x}-{}-{n}", std::process::id())
+        format!("{nanos:x}-{}-{n}", self.instance)
     }
 
     pub(super) fn batch_marker(&self, batch: &str) -> PathBuf {

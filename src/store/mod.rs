@@ -25,11 +25,13 @@
 //! the change number it observed; a reply may be sent once
 //! [`Store::is_durable`] says that change is on stable storage.
 //!
-//! Content files are named `.lockd-<pid>-<n>.tmp`. One is written per client,
-//! resource and second and shared by hard links, so a client that takes and
-//! releases a lock many times a second costs one data fsync a second, not one
-//! a call. They are removed when their second has passed, and at start-up
-//! whatever an earlier run left behind is removed.
+//! Content files are named `.lockd-<pid>-<random>-<n>.tmp` (the random part
+//! tells apart lockd on two nodes of a cluster filesystem that have the same
+//! pid). One is written per client, resource and second and shared by hard
+//! links, so a client that takes and releases a lock many times a second
+//! costs one data fsync a second, not one a call. They are removed when
+//! their second has passed, and at start-up whatever an earlier run left
+//! behind is removed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -297,6 +299,10 @@ pub struct Store {
     synced: AtomicU64,
     /// Content files by client and resource.
     contents: Mutex<HashMap<(String, String), Content>>,
+    /// This process among all sharing the directory, in its temporary
+    /// files' names: `<pid>-<random>`. The pid alone is not enough on a
+    /// cluster filesystem, where lockd on two nodes may have the same one.
+    instance: String,
     lock_wait: RwLock<Duration>,
     /// Threads waiting for the process mutex (see [`Guard`]).
     waiting: AtomicUsize,
@@ -398,6 +404,7 @@ impl Store {
             }),
             synced: AtomicU64::new(0),
             contents: Mutex::new(HashMap::new()),
+            instance: instance_name(),
             lock_wait: RwLock::new(DEFAULT_LOCK_WAIT),
             waiting: AtomicUsize::new(0),
         };
@@ -531,6 +538,10 @@ impl Store {
 
     /// [`Store::guard`], waiting at most `wait` for the flock.
     fn guard_within(&self, wait: Duration) -> Result<Guard<'_>, Error> {
+        // The wait counts from here: a call queued behind another call that
+        // is waiting for the `flock` has waited as long as that one when it
+        // gets the mutex, and then tries once.
+        let start = Instant::now();
         self.waiting.fetch_add(1, Ordering::AcqRel);
         let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
         self.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -541,7 +552,6 @@ impl Store {
             });
         }
         let path = || self.dir.join(GLOBAL_LOCK_FILE);
-        let start = Instant::now();
         let mut pause = Duration::from_micros(50);
         loop {
             match core.global_lock.try_lock() {
@@ -922,13 +932,13 @@ impl Store {
         self.synced.load(Ordering::Acquire) >= seq
     }
 
-    /// `.lockd-<kind><pid>-<n>.tmp`: content files have no kind, self-test
-    /// files `probe-`. Start-up removes them all.
+    /// `.lockd-<kind><pid>-<random>-<n>.tmp`: content files have no kind,
+    /// self-test files `probe-`. Start-up removes them all.
     fn temp_path(&self, kind: &str) -> PathBuf {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         self.dir.join(format!(
             "{TEMP_PREFIX}{kind}{}-{n}{TEMP_SUFFIX}",
-            std::process::id()
+            self.instance
         ))
     }
 
@@ -987,6 +997,18 @@ impl Store {
             keep
         });
     }
+}
+
+/// `<pid>-<random>`: the pid, for people reading the directory, and 64
+/// random bits (std's hash keys are seeded from the OS's randomness), for
+/// lockd on another node that has the same pid (the first process of a
+/// container, or started in the same order on identical hosts).
+fn instance_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{}-{random:016x}", std::process::id())
 }
 
 /// Open the lock directory (for fsync) and its `lockd.lock`, and say which
@@ -1405,6 +1427,36 @@ mod tests {
         other.unlock().unwrap();
         store.directory_lock(Duration::from_millis(50)).unwrap();
         store.lock("vm1", "node1").result.unwrap();
+    }
+
+    /// Calls waiting at once each wait the bounded time, not one after
+    /// another: the wait counts from the call, not from the moment the call
+    /// gets its turn at the process mutex (which another waiting call holds).
+    #[test]
+    fn calls_waiting_together_for_the_directory_lock_fail_together() {
+        let temp = tempfile::tempdir().unwrap();
+        let (store, _) = open(temp.path());
+        store.set_lock_wait(Duration::from_millis(300));
+        let other = File::open(temp.path().join(GLOBAL_LOCK_FILE)).unwrap();
+        other.lock().unwrap();
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = (0..4)
+                .map(|i| {
+                    let store = &store;
+                    scope.spawn(move || {
+                        let failed = store.lock(&format!("vm{i}"), "node1").result.is_err();
+                        (failed, start.elapsed())
+                    })
+                })
+                .collect();
+            for call in calls {
+                let (failed, after) = call.join().unwrap();
+                assert!(failed);
+                assert!(after < Duration::from_millis(550), "failed after {after:?}");
+            }
+        });
+        other.unlock().unwrap();
     }
 
     #[test]

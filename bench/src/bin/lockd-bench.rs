@@ -10,7 +10,10 @@
 //! `bench-shared`; an "already locked" refusal is expected and counted on its
 //! own), and `idle` (open N connections, do one cycle on each, hold them, and
 //! report the server's RSS). `--expect noop` accepts only the nil reply for
-//! every call, for a responder that does not lock anything.
+//! every call, for a responder that does not lock anything. `--first N`
+//! numbers the clients from N (`bench-<N+i>`, `client-<N+i>`), so that
+//! several lockd-bench can load lockd processes sharing one lock directory
+//! (bench/cluster.sh) without taking each other's resources.
 //!
 //! A cycle counts when its unlock completes inside the window. A call's
 //! latency is sampled when it ends inside the window; a call still waiting
@@ -34,7 +37,7 @@ const USAGE: &str =
     "usage: lockd-bench --addr HOST:PORT [--clients N] [--warmup SECS] [--duration SECS]
                    [--mode distinct|contended|idle] [--protocol xmlrpc|redis]
                    [--expect lockd|noop] [--server-pid PID] [--label TEXT]
-                   [--stagger-ms MS]";
+                   [--stagger-ms MS] [--first N]";
 
 /// How often a waiting read wakes up to look at the clock.
 const POLL: Duration = Duration::from_millis(50);
@@ -68,6 +71,8 @@ struct Options {
     server_pid: Option<u32>,
     label: String,
     stagger: Duration,
+    /// The number of the first client.
+    first: usize,
 }
 
 fn main() -> ExitCode {
@@ -120,6 +125,7 @@ fn parse_options(args: Vec<String>) -> Result<Option<Options>, String> {
         ("server-pid", "PID"),
         ("label", "TEXT"),
         ("stagger-ms", "MS"),
+        ("first", "N"),
     ] {
         opts.optopt("", name, "", hint);
     }
@@ -175,6 +181,7 @@ fn parse_options(args: Vec<String>) -> Result<Option<Options>, String> {
         server_pid,
         label: matches.opt_str("label").unwrap_or_default(),
         stagger: Duration::from_millis(stagger_ms),
+        first: number(&matches, "first", 0, "a number", |_| true)?,
     }))
 }
 
@@ -505,6 +512,7 @@ fn resp_request(words: &[&str]) -> Vec<u8> {
 
 /// The lock and unlock requests of client `i`.
 fn requests(options: &Options, i: usize) -> (Vec<u8>, Vec<u8>) {
+    let i = options.first + i;
     let resource = match options.mode {
         Mode::Contended => "bench-shared".to_owned(),
         Mode::Distinct => format!("bench-{i}"),
