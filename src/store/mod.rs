@@ -42,7 +42,7 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -304,31 +304,14 @@ pub struct Store {
     /// cluster filesystem, where lockd on two nodes may have the same one.
     instance: String,
     lock_wait: RwLock<Duration>,
-    /// Threads waiting for the process mutex (see [`Guard`]).
-    waiting: AtomicUsize,
 }
 
 struct Core {
     global_lock: File,
-    /// Whether this process holds the flock on `global_lock`: kept from one
-    /// guard to the next while other threads wait for one (see [`Guard`]).
-    flocked: Option<Hold>,
     /// Device and inode of the directory `dir_file` and `global_lock` are in.
     dir_id: (u64, u64),
     changes: u64,
 }
-
-/// Since when, and for how many operations, the flock has been kept.
-#[derive(Clone, Copy)]
-struct Hold {
-    since: Instant,
-    operations: u32,
-}
-
-/// How long, and for how many operations, the flock is kept for waiting
-/// threads before it is let go for other processes.
-const MAX_HOLD: Duration = Duration::from_millis(2);
-const MAX_HOLD_OPERATIONS: u32 = 64;
 
 /// A durable content file that new lock files of one client link to.
 struct Content {
@@ -336,32 +319,16 @@ struct Content {
     path: PathBuf,
 }
 
-/// The process mutex and the directory's flock. On drop the mutex is
-/// released, and the flock too, unless other threads of this process wait
-/// for the mutex: they inherit it, so that on a cluster filesystem, where
-/// each flock and unlock is a network round trip, a burst of calls pays for
-/// one. Another process gets its turn after at most [`MAX_HOLD`] or
-/// [`MAX_HOLD_OPERATIONS`].
+/// The process mutex and the directory's flock, released on drop.
 struct Guard<'a> {
     core: MutexGuard<'a, Core>,
-    waiting: &'a AtomicUsize,
 }
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        let Some(hold) = self.core.flocked.as_mut() else {
-            return;
-        };
-        hold.operations += 1;
-        let keep = self.waiting.load(Ordering::Acquire) > 0
-            && hold.operations < MAX_HOLD_OPERATIONS
-            && hold.since.elapsed() < MAX_HOLD;
-        if !keep {
-            self.core.flocked = None;
-            // Closing the file would release it too; an error here leaves
-            // nothing to do.
-            let _ = self.core.global_lock.unlock();
-        }
+        // Closing the file would release it too; an error here leaves
+        // nothing to do.
+        let _ = self.core.global_lock.unlock();
     }
 }
 
@@ -398,7 +365,6 @@ impl Store {
             dir_file: RwLock::new(Arc::new(dir_file)),
             core: Mutex::new(Core {
                 global_lock,
-                flocked: None,
                 dir_id,
                 changes: 0,
             }),
@@ -406,7 +372,6 @@ impl Store {
             contents: Mutex::new(HashMap::new()),
             instance: instance_name(),
             lock_wait: RwLock::new(DEFAULT_LOCK_WAIT),
-            waiting: AtomicUsize::new(0),
         };
         let report = store.recover()?;
         Ok((store, report))
@@ -542,29 +507,12 @@ impl Store {
         // is waiting for the `flock` has waited as long as that one when it
         // gets the mutex, and then tries once.
         let start = Instant::now();
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        if core.flocked.is_some() {
-            return Ok(Guard {
-                core,
-                waiting: &self.waiting,
-            });
-        }
+        let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
         let path = || self.dir.join(GLOBAL_LOCK_FILE);
         let mut pause = Duration::from_micros(50);
         loop {
             match core.global_lock.try_lock() {
-                Ok(()) => {
-                    core.flocked = Some(Hold {
-                        since: Instant::now(),
-                        operations: 0,
-                    });
-                    return Ok(Guard {
-                        core,
-                        waiting: &self.waiting,
-                    });
-                }
+                Ok(()) => return Ok(Guard { core }),
                 Err(TryLockError::WouldBlock) if start.elapsed() < wait => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(5));
@@ -610,7 +558,6 @@ impl Store {
         );
         // The old file is closed, and with it any flock on it.
         core.global_lock = global_lock;
-        core.flocked = None;
         core.dir_id = dir_id;
         *self
             .dir_file
