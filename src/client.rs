@@ -289,25 +289,7 @@ impl Client {
         &self.endpoint
     }
 
-    /// `lock(resource, client)`.
-    pub fn lock(&mut self, resource: &str, client: &str) -> Result<(), Error> {
-        self.call("lock", &[resource, client]).map(drop)
-    }
-
-    /// `unlock(resource, client)`.
-    pub fn unlock(&mut self, resource: &str, client: &str) -> Result<(), Error> {
-        self.call("unlock", &[resource, client]).map(drop)
-    }
-
-    /// Call `method` with string parameters.
-    pub fn call(&mut self, method: &str, params: &[&str]) -> Result<Value, Error> {
-        self.call_values(&Call {
-            method: method.to_owned(),
-            params: params.iter().map(|p| Value::Str((*p).to_owned())).collect(),
-        })
-    }
-
-    /// Make one call. A kept-open connection that the server has closed in
+    /// Make one call ([`Servers`] has the conveniences). A kept-open connection that the server has closed in
     /// the meantime is replaced once, transparently.
     pub fn call_values(&mut self, call: &Call) -> Result<Value, Error> {
         let user_agent = concat!("lockd-client/", env!("CARGO_PKG_VERSION"));
@@ -566,9 +548,9 @@ mod tests {
             }
         });
         let endpoint = Endpoint::parse(&addr.to_string(), 7390).unwrap();
-        let mut client = Client::new(endpoint, Duration::from_secs(20));
+        let mut client = Servers::new(vec![endpoint], Duration::from_secs(20));
         client.lock("r", "c").unwrap();
-        assert!(client.stream.is_some(), "the connection is kept");
+        assert!(client.clients[0].stream.is_some(), "the connection is kept");
         // The server has closed it by now, or will before it reads again.
         client.unlock("r", "c").unwrap();
         server.join().unwrap();

@@ -11,8 +11,10 @@
 //! send timeout, 10 s, per reply that cannot be written (a reply stuck behind
 //! an unread socket held up every other reply for that long). Each test's
 //! misbehaviour lasts longer than that, and every well-behaved call must be
-//! answered within [`BOUND`], 3 s: generous for a loaded 2-core machine, and
-//! still well under a single stuck reply. lockd answers such calls in about a
+//! answered within [`BOUND`], 5 s: generous for a loaded 2-core machine (a
+//! CI run with the GlusterFS tests beside it once took 3.2 s for one call
+//! on a fresh connection while 300 others were open), and still half a
+//! single stuck reply. lockd answers such calls in about a
 //! millisecond when nothing else runs.
 
 use std::io::{BufReader, Read, Write};
@@ -28,7 +30,7 @@ use lockd::{http, sys, xmlrpc};
 use crate::support::{self, Daemon, Options};
 
 /// How long a well-behaved call may take while another client misbehaves.
-const BOUND: Duration = Duration::from_secs(3);
+const BOUND: Duration = Duration::from_secs(5);
 
 /// lockd's send timeout (`WRITE_TIMEOUT` in lib.rs): how long a reply may
 /// wait for a client to read before its connection is closed.

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use super::record::{Grant, grant_text, owner, read_lock_file};
+use super::record::{Grant, grant_text, read_lock_file};
 use super::{Error, Found, Guard, Linked, Lock, Observed, Refusal, Store, create_durable};
 use crate::clock::Utc;
 use crate::names::{self, LOCK_SUFFIX, NameError};
@@ -406,34 +406,8 @@ impl Store {
 
     /// Every lock file `client` holds, by resource (under the guard).
     fn held_by(&self, client: &str) -> Result<Vec<(String, Found)>, Error> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
-        let mut held = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
-            let name = entry.file_name();
-            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(LOCK_SUFFIX)) else {
-                continue;
-            };
-            let path = entry.path();
-            let record = match read_lock_file(&path) {
-                Ok(record) => record,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io("read", &path, e)),
-            };
-            if record.holder != client || !self.is_live(&record) {
-                continue;
-            }
-            if let Some(resource) = owner(stem, &record) {
-                held.push((
-                    resource,
-                    Found {
-                        path,
-                        record,
-                        own: true,
-                    },
-                ));
-            }
-        }
+        let mut held = self.held()?;
+        held.retain(|(_, found)| found.record.holder == client);
         held.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(held)
     }

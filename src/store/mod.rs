@@ -827,8 +827,26 @@ impl Store {
     }
 
     fn scan(&self) -> Result<Vec<Lock>, Error> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
         let mut locks = BTreeMap::new();
+        for (resource, found) in self.held()? {
+            locks.entry(resource).or_insert(found.record);
+        }
+        Ok(locks
+            .into_iter()
+            .map(|(resource, record)| Lock {
+                resource,
+                client: record.holder,
+                since: record.since,
+                token: record.grant.token,
+            })
+            .collect())
+    }
+
+    /// Every lock file that counts, with the resource it belongs to (see
+    /// [`owner`]), in directory order.
+    fn held(&self) -> Result<Vec<(String, Found)>, Error> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
+        let mut held = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
             let name = entry.file_name();
@@ -845,18 +863,11 @@ impl Store {
                 continue;
             }
             if let Some(resource) = owner(stem, &record) {
-                locks.entry(resource).or_insert(record);
+                let own = true;
+                held.push((resource, Found { path, record, own }));
             }
         }
-        Ok(locks
-            .into_iter()
-            .map(|(resource, record)| Lock {
-                resource,
-                client: record.holder,
-                since: record.since,
-                token: record.grant.token,
-            })
-            .collect())
+        Ok(held)
     }
 
     /// Make every change made so far durable: fsync the lock directory.
