@@ -165,6 +165,13 @@ fn tokens_only_grow_through_sigkill_rounds() {
         }
         daemon = Daemon::start_in(&dir);
     }
+    let total = tokens_only_grew(&grants);
+    eprintln!("fencing: {rounds} SIGKILL rounds, {total} acknowledged grants, tokens only grew");
+}
+
+/// Check every resource's acknowledged grants: each token larger than the
+/// one acknowledged before it. Returns how many grants there were.
+pub fn tokens_only_grew(grants: &Grants) -> usize {
     let grants = grants.lock().unwrap();
     let mut total = 0;
     for (resource, list) in grants.iter() {
@@ -181,7 +188,7 @@ fn tokens_only_grow_through_sigkill_rounds() {
         }
     }
     assert!(total > 20, "too few grants to prove anything: {total}");
-    eprintln!("fencing: {rounds} SIGKILL rounds, {total} acknowledged grants, tokens only grew");
+    total
 }
 
 /// One client: acquire a random resource of three, release it, until `end`
