@@ -564,11 +564,7 @@ fn unlink_all(paths: &[PathBuf]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::OpenReport;
-
-    fn open(dir: &Path) -> (Store, OpenReport) {
-        Store::open(dir).unwrap()
-    }
+    use crate::store::tests::{open, refusal};
 
     fn why(reason: &str) -> Reason<'_> {
         Reason {
@@ -579,13 +575,6 @@ mod tests {
 
     fn token(store: &Store, resource: &str, client: &str) -> u32 {
         store.acquire(resource, client).result.unwrap().token
-    }
-
-    fn refusal<T: std::fmt::Debug>(observed: Observed<T>) -> Refusal {
-        match observed.result {
-            Err(Error::Refused(refusal)) => refusal,
-            other => panic!("not a refusal: {other:?}"),
-        }
     }
 
     fn audit_lines(dir: &Path) -> Vec<String> {

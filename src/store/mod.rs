@@ -1020,11 +1020,11 @@ fn write_durable(path: &Path, data: &[u8], since: Option<SystemTime>) -> Result<
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::clock::Utc;
 
-    fn open(dir: &Path) -> (Store, OpenReport) {
+    pub(super) fn open(dir: &Path) -> (Store, OpenReport) {
         Store::open(dir).unwrap()
     }
 
@@ -1043,7 +1043,7 @@ mod tests {
         files
     }
 
-    fn refusal<T: fmt::Debug>(observed: Observed<T>) -> Refusal {
+    pub(super) fn refusal<T: fmt::Debug>(observed: Observed<T>) -> Refusal {
         match observed.result {
             Err(Error::Refused(refusal)) => refusal,
             other => panic!("not a refusal: {other:?}"),
