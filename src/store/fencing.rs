@@ -481,43 +481,23 @@ impl Store {
         Ok(())
     }
 
-    /// At start-up (under the guard): remove the lock files of batches that
-    /// never committed, and the markers no lock file needs any more.
-    pub(super) fn sweep_batches(&self) -> Result<usize, Error> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
-        let mut markers = Vec::new();
-        let mut needed = std::collections::HashSet::new();
-        let mut dead = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(batch) = name.strip_prefix(BATCH_PREFIX) {
-                markers.push(batch.to_owned());
-                continue;
-            }
-            if !name.ends_with(LOCK_SUFFIX) {
-                continue;
-            }
-            let Ok(record) = read_lock_file(&entry.path()) else {
-                continue;
-            };
-            if let Some(batch) = &record.grant.batch {
-                if self.is_live(&record) {
-                    needed.insert(batch.clone());
-                } else {
-                    dead.push(entry.path());
-                }
-            }
-        }
-        for path in &dead {
-            fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
-        }
+    /// The batch a file name is the marker of, if it is one.
+    pub(super) fn batch_of_marker(name: &str) -> Option<&str> {
+        name.strip_prefix(BATCH_PREFIX)
+    }
+
+    /// At start-up (under the guard): remove the markers of `markers` that
+    /// no lock file still `needed`.
+    pub(super) fn remove_unused_markers(
+        &self,
+        markers: &[String],
+        needed: &std::collections::HashSet<String>,
+    ) -> Result<(), Error> {
         for batch in markers.iter().filter(|b| !needed.contains(*b)) {
             let marker = self.batch_marker(batch);
             fs::remove_file(&marker).map_err(|e| Error::io("remove", &marker, e))?;
         }
-        Ok(dead.len())
+        Ok(())
     }
 }
 

@@ -387,10 +387,11 @@ impl Store {
     fn recover(&self) -> Result<OpenReport, Error> {
         let mut report = OpenReport::default();
         let _guard = self.guard()?;
-        // Lock files of `acquire_many` calls that never committed.
-        report.removed_leftovers += self.sweep_batches()?;
         let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
-        let mut removed = report.removed_leftovers > 0;
+        let mut removed = false;
+        // acquire_many's markers, and those a lock file still needs.
+        let mut markers = Vec::new();
+        let mut needed = std::collections::HashSet::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
             let name = entry.file_name();
@@ -409,6 +410,10 @@ impl Store {
                 report.subdirectories.push(name.into_owned());
                 continue;
             }
+            if let Some(batch) = Store::batch_of_marker(&name) {
+                markers.push(batch.to_owned());
+                continue;
+            }
             let Some(stem) = name.strip_suffix(LOCK_SUFFIX) else {
                 continue;
             };
@@ -417,6 +422,16 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("read", &path, e)),
             };
+            if let Some(batch) = &record.grant.batch {
+                if !self.is_live(&record) {
+                    // A lock file of an acquire_many that never committed.
+                    fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                    report.removed_leftovers += 1;
+                    removed = true;
+                    continue;
+                }
+                needed.insert(batch.clone());
+            }
             let owner = entry.file_name().to_str().and(owner(stem, &record));
             match owner {
                 None => report.foreign.push(name.into_owned()),
@@ -428,6 +443,7 @@ impl Store {
                 }
             }
         }
+        self.remove_unused_markers(&markers, &needed)?;
         if removed {
             self.dir_file()
                 .sync_all()
