@@ -223,16 +223,14 @@ pub fn filesystem_magic(path: &std::path::Path) -> io::Result<i64> {
     Ok(info.f_type as i64)
 }
 
-/// Shut down (both ways) every TCP socket of this process whose peer is
-/// `peer` and whose local port is `port`, without closing any descriptor:
-/// blocked and later writes on it fail at once, and its reader sees the end.
-/// For a connection owned by a library that gives no handle to its socket.
-/// Returns how many descriptors matched.
-pub fn shutdown_connection(port: u16, peer: std::net::SocketAddr) -> io::Result<usize> {
-    use std::mem::ManuallyDrop;
-    use std::net::{Shutdown, TcpStream};
-    use std::os::fd::FromRawFd;
-    let mut found = 0;
+/// The descriptors of this process that are TCP connections to `port`
+/// (sockets whose local port is `port`, the listening one excepted), each
+/// with its peer's address. tiny_http keeps its sockets to itself, so they
+/// are found by their addresses among all descriptors (`/proc/self/fd`).
+/// A connection has two descriptors in tiny_http (its reading and writing
+/// halves): both are listed.
+pub fn connections_on(port: u16) -> io::Result<Vec<(std::net::SocketAddr, RawFd)>> {
+    let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd")? {
         let Some(fd) = entry?
             .file_name()
@@ -241,19 +239,59 @@ pub fn shutdown_connection(port: u16, peer: std::net::SocketAddr) -> io::Result<
         else {
             continue;
         };
-        // SAFETY: the number is only borrowed for getpeername, getsockname
-        // and shutdown, and never closed (ManuallyDrop). Any number will do:
-        // one that is closed meanwhile, or reused for another file, fails
-        // those calls or names other addresses, and is left alone.
-        let socket = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
-        let ours = socket.peer_addr().is_ok_and(|p| p == peer)
-            && socket.local_addr().is_ok_and(|l| l.port() == port);
-        if ours {
-            found += 1;
-            let _ = socket.shutdown(Shutdown::Both);
+        if let Some(peer) = peer_on(fd, port) {
+            found.push((peer, fd));
         }
     }
     Ok(found)
+}
+
+/// The peer of the TCP connection that descriptor number `fd` holds now, if
+/// it is one to local port `port`. Any number will do: one that is closed
+/// meanwhile, or holds another file, gives `None`.
+pub fn peer_on(fd: RawFd, port: u16) -> Option<std::net::SocketAddr> {
+    use std::mem::ManuallyDrop;
+    use std::net::TcpStream;
+    use std::os::fd::FromRawFd;
+    // SAFETY: the number is only borrowed for getpeername and getsockname,
+    // and never closed (ManuallyDrop); on a number that is not a connected
+    // socket both calls fail.
+    let socket = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
+    let peer = socket.peer_addr().ok()?;
+    socket
+        .local_addr()
+        .is_ok_and(|local| local.port() == port)
+        .then_some(peer)
+}
+
+/// Shut down, both ways, every TCP connection to local port `port` from
+/// `peer`; how many descriptors were found.
+pub fn shutdown_connection(port: u16, peer: std::net::SocketAddr) -> io::Result<usize> {
+    let mut found = 0;
+    for (_, fd) in connections_on(port)?
+        .into_iter()
+        .filter(|(p, _)| *p == peer)
+    {
+        found += 1;
+        // SAFETY: shutdown takes a plain number; one closed or reused since
+        // it was found fails with EBADF or ENOTSOCK, or shuts down a socket
+        // of the same peer and port, which is this connection.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
+    Ok(found)
+}
+
+/// Bytes written to socket `fd` that its peer has not acknowledged yet
+/// (`SIOCOUTQ`). A socket with none has its whole send buffer free.
+pub fn unsent_bytes(fd: RawFd) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int through the pointer, which
+    // points at an int owned here; a number that is not a socket fails.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued as *mut libc::c_int) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    usize::try_from(queued).map_err(|_| io::Error::other("negative SIOCOUTQ"))
 }
 
 /// CPU time this process has used so far, all threads, user and system.

@@ -3,10 +3,13 @@
 //! XML-RPC calls is answered by [`route`].
 
 use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tiny_http::{Request, Response};
 
+use super::outbox::Pending;
 use super::route::{self, Received};
 use super::{Shared, access};
 use crate::api::{self, Reply};
@@ -21,8 +24,10 @@ pub enum Sent {
     TimedOut,
 }
 
-/// Answer one request.
-pub fn answer(shared: &Shared, request: Request) -> Sent {
+/// Answer one request; `owner`: its connection and ownership, if known
+/// (see [`super::connection`]). A reply that waits for an fsync may be
+/// handed to the syncer ([`super::outbox`]); then it is sent later.
+pub fn answer(shared: &Arc<Shared>, request: Request, owner: Option<(SocketAddr, u64)>) -> Sent {
     let started = Instant::now();
     let (request, body) = match route::receive(shared, request, started) {
         Received::Call { request, body } => (request, body),
@@ -30,18 +35,57 @@ pub fn answer(shared: &Shared, request: Request) -> Sent {
     };
     let peer = access::peer_of(&request);
     log::debug!("< {peer} {}", String::from_utf8_lossy(&body));
-    let mut reply = match xmlrpc::parse_call(&body) {
+    let reply = match xmlrpc::parse_call(&body) {
         Ok(call) => api::dispatch(&shared.store, &call, &peer),
         // Logged once, with its code, after the reply is sent.
         Err(fault) => Reply::malformed(fault),
     };
-    if let Err(error) = shared.durability.wait(reply.seq) {
-        reply.value = Err(error);
+    let seq = reply.seq;
+    // Handed over only when the syncer can tell whether the client has
+    // room for it: its socket is known.
+    let may_hand = !shared.store.is_durable(seq)
+        && owner.is_some_and(|(addr, _)| shared.outbox.sockets.learn(addr).is_some());
+    let mut pending = Some(Pending {
+        request,
+        reply,
+        peer,
+        started,
+        owner,
+    });
+    let waited = shared.durability.wait(shared, seq, &mut pending, may_hand);
+    let Some(mut pending) = pending else {
+        return Sent::Yes;
+    };
+    if let Err(error) = waited {
+        pending.reply.value = Err(error);
     }
-    let xml = match &reply.value {
+    let xml = render(&pending.reply);
+    send_and_log(shared, pending, xml)
+}
+
+/// The XML of a call's reply.
+pub fn render(reply: &Reply) -> Vec<u8> {
+    match &reply.value {
         Ok(value) => xmlrpc::write_response(value),
         Err(error) => xmlrpc::write_fault(&error.to_fault()),
-    };
+    }
+}
+
+/// About how many bytes a reply of `xml` takes on the wire: with a generous
+/// allowance for the status line and tiny_http's headers.
+pub fn length(xml: &[u8]) -> usize {
+    xml.len().saturating_add(512)
+}
+
+/// Send a call's reply, then log the call.
+pub fn send_and_log(shared: &Shared, pending: Pending, xml: Vec<u8>) -> Sent {
+    let Pending {
+        request,
+        reply,
+        peer,
+        started,
+        ..
+    } = pending;
     log::debug!("> {peer} {}", String::from_utf8_lossy(&xml));
     // Always with a Content-Length, as gocept.lockd sent its replies:
     // tiny_http would send a reply over 32 KiB chunked, and its chunked

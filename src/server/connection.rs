@@ -26,6 +26,8 @@ use std::collections::hash_map::{Entry, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::Duration;
 
 use tiny_http::Request;
 
@@ -53,42 +55,30 @@ struct Owned {
     waiting: VecDeque<Request>,
 }
 
-/// What became of a request handed to the connection's owner.
-enum Claim {
-    /// This worker owns the connection now (ownership `id`): answer it.
-    Owner { request: Request, id: u64 },
-    /// Queued for the owner.
-    Handed,
+/// What became of a request taken from tiny_http.
+#[allow(clippy::large_enum_variant)] // returned once and taken apart at once
+pub enum Taken {
+    /// This worker answers it: it owns its connection now (address and
+    /// ownership), or the connection is unknown.
+    Mine {
+        request: Request,
+        owner: Option<(SocketAddr, u64)>,
+    },
+    /// Queued for the connection's owner.
+    Queued,
 }
 
-/// Answer `request`, and the requests that come in on its connection
-/// meanwhile, unless another worker owns the connection.
-pub fn serve(shared: &Arc<Shared>, request: Request) {
+/// Make this worker the owner of `request`'s connection, or queue
+/// `request` for its owner. Requests must be taken here in the order
+/// tiny_http handed them out (the pool takes them one at a time), so that
+/// an owner answers its connection's calls in the order they were sent.
+pub fn take(shared: &Shared, request: Request) -> Taken {
     let Some(peer) = request.remote_addr().copied() else {
-        call::answer(shared, request);
-        return;
+        return Taken::Mine {
+            request,
+            owner: None,
+        };
     };
-    let (mut next, id) = match claim(shared, peer, request) {
-        Claim::Owner { request, id } => (request, id),
-        Claim::Handed => return,
-    };
-    loop {
-        if let Sent::TimedOut = call::answer(shared, next) {
-            let why = format!(
-                "a reply to {peer} could not be sent within the send timeout (the client does not read)"
-            );
-            return close(shared, peer, id, &why);
-        }
-        match shared.connections.next(peer, id) {
-            Some(request) => next = request,
-            None => return,
-        }
-    }
-}
-
-/// Make this worker the owner of `peer`'s connection, or queue `request`
-/// for its owner.
-fn claim(shared: &Shared, peer: SocketAddr, request: Request) -> Claim {
     let mut owned = shared.connections.lock();
     match owned.entry(peer) {
         Entry::Vacant(entry) => {
@@ -100,7 +90,10 @@ fn claim(shared: &Shared, peer: SocketAddr, request: Request) -> Claim {
                 id,
                 waiting: VecDeque::new(),
             });
-            Claim::Owner { request, id }
+            Taken::Mine {
+                request,
+                owner: Some((peer, id)),
+            }
         }
         Entry::Occupied(mut entry) => {
             let connection = entry.get_mut();
@@ -113,15 +106,46 @@ fn claim(shared: &Shared, peer: SocketAddr, request: Request) -> Claim {
                 );
                 close(shared, peer, id, &why);
             }
-            Claim::Handed
+            Taken::Queued
         }
     }
 }
 
+/// Answer `request`, and the requests that come in on its connection
+/// meanwhile (`owner`: see [`take`]).
+pub fn serve(shared: &Arc<Shared>, request: Request, owner: Option<(SocketAddr, u64)>) {
+    let Some((peer, id)) = owner else {
+        call::answer(shared, request, None);
+        return;
+    };
+    let mut next = request;
+    loop {
+        if let Sent::TimedOut = call::answer(shared, next, owner) {
+            let why = format!(
+                "a reply to {peer} could not be sent within the send timeout (the client does not read)"
+            );
+            return close(shared, peer, id, &why);
+        }
+        // While a writer thread sends this connection's replies to a slow
+        // client, its next calls wait: the client cannot see their replies
+        // before, and dropping them unexecuted is what a close does.
+        while shared.outbox.is_stuck(peer) && !shared.stopping() {
+            thread::sleep(STUCK_POLL);
+        }
+        match shared.connections.next(peer, id) {
+            Some(request) => next = request,
+            None => return,
+        }
+    }
+}
+
+/// How often an owner looks whether its connection's slow replies are out.
+const STUCK_POLL: Duration = Duration::from_millis(10);
+
 /// Close `peer`'s connection (ownership `id`) and drop the requests waiting
 /// for its owner. The owner, if busy, finds it gone when it looks for the
 /// next request.
-fn close(shared: &Shared, peer: SocketAddr, id: u64, why: &str) {
+pub fn close(shared: &Shared, peer: SocketAddr, id: u64, why: &str) {
     let dropped: Vec<Request> = {
         let mut owned = shared.connections.lock();
         match owned.get(&peer) {

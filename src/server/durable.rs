@@ -7,10 +7,15 @@
 //! for the next fsync and sleeps. The syncer runs it as soon as the running
 //! one ends, so while calls keep coming the fsyncs run back to back, each
 //! covering every change made before it began: every call that arrived
-//! while the previous one ran (group commit). After each fsync the workers
-//! it covered are woken one by one (`unpark`: a broadcast would wake them all
-//! into one mutex), and each sends its own reply. No thread that runs an
-//! fsync writes anyone else's reply, so no client can hold up the fsyncs.
+//! while the previous one ran (group commit).
+//!
+//! A worker that waits for the syncer's next fsync either hands its reply
+//! over and goes on (when its connection's socket is known: see
+//! [`super::outbox`], which writes a reply after its fsync only if that
+//! cannot wait for the client), or sleeps until the fsync ends and sends
+//! its reply itself. Sleeping workers are woken one by one (`unpark`: a
+//! broadcast would wake them all into one mutex). So no client can hold up
+//! the fsyncs.
 //!
 //! Once a second the syncer also removes content files no new lock will
 //! link to (see [`Store::remove_stale_contents`]).
@@ -20,6 +25,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
+use super::Shared;
+use super::outbox::{self, Pending};
 use crate::api::CallError;
 use crate::metrics::Metrics;
 use crate::store::{self, Store};
@@ -34,6 +41,15 @@ pub struct Durability {
     stopping: AtomicBool,
 }
 
+/// What waits for an fsync.
+#[allow(clippy::large_enum_variant)] // a box would cost an allocation per call
+enum Waiter {
+    /// A worker, asleep.
+    Worker(Thread),
+    /// A reply handed over, to be sent once the fsync ends.
+    Reply(Pending),
+}
+
 #[derive(Default)]
 struct State {
     /// Whether an fsync runs now.
@@ -43,9 +59,9 @@ struct State {
     /// How many fsyncs have started, and ended.
     started: u64,
     ended: u64,
-    /// The workers asleep, each with the number of the fsync that covers
-    /// its change.
-    waiting: Vec<(u64, Thread)>,
+    /// The workers asleep and the replies handed over, each with the
+    /// number of the fsync that covers its change.
+    waiting: Vec<(u64, Waiter)>,
     /// Why the last fsync that failed failed.
     failed: Option<Arc<store::Error>>,
 }
@@ -66,8 +82,16 @@ impl Durability {
     }
 
     /// Return once change `seq` is on stable storage, or with the error of
-    /// the fsync that was to cover it.
-    pub fn wait(&self, seq: u64) -> Result<(), CallError> {
+    /// the fsync that was to cover it; or, when `may_hand` and the syncer
+    /// is to run that fsync, take the reply out of `pending` for the syncer
+    /// to send ([`outbox::deliver`]) and return at once.
+    pub fn wait(
+        &self,
+        shared: &Arc<Shared>,
+        seq: u64,
+        pending: &mut Option<Pending>,
+        may_hand: bool,
+    ) -> Result<(), CallError> {
         // The number of the fsync that covers the change: the first to
         // start from now on (set at the first look at the state).
         let mut covering = None;
@@ -88,34 +112,46 @@ impl Durability {
                 });
             }
             if state.syncing || state.asked {
-                state.waiting.push((number, thread::current()));
+                let waiter = match pending.take() {
+                    Some(reply) if may_hand => Waiter::Reply(reply),
+                    other => {
+                        *pending = other;
+                        Waiter::Worker(thread::current())
+                    }
+                };
+                let handed = matches!(waiter, Waiter::Reply(_));
+                state.waiting.push((number, waiter));
                 if !state.asked {
                     state.asked = true;
                     self.wake.notify_one();
                 }
                 drop(state);
+                if handed {
+                    return Ok(());
+                }
                 thread::park();
             } else {
                 let number = state.begin();
                 drop(state);
-                self.sync(number);
+                self.sync(shared, number);
             }
         }
     }
 
-    /// Run fsync `number`, then wake the workers it covers.
-    fn sync(&self, number: u64) {
+    /// Run fsync `number`, then wake the workers it covers and send the
+    /// replies it covers.
+    fn sync(&self, shared: &Arc<Shared>, number: u64) {
         let started = Instant::now();
         let synced = self.store.sync();
         self.metrics.fsync_duration.observe(started.elapsed());
-        let woken: Vec<Thread> = {
+        let failed = synced.err().map(Arc::new);
+        let covered = {
             let mut state = self.lock();
             state.syncing = false;
             state.ended = number;
-            if let Err(error) = synced {
-                let error = Arc::new(error);
-                log::error!("{}", CallError::NotSynced(Arc::clone(&error)));
-                state.failed = Some(error);
+            if let Some(error) = &failed {
+                log::error!("{}", CallError::NotSynced(Arc::clone(error)));
+                state.failed = Some(Arc::clone(error));
             }
             if state.asked {
                 self.wake.notify_one();
@@ -124,16 +160,23 @@ impl Durability {
             let (covered, later): (Vec<_>, Vec<_>) =
                 waiting.into_iter().partition(|(n, _)| *n <= number);
             state.waiting = later;
-            covered.into_iter().map(|(_, thread)| thread).collect()
+            covered
         };
-        for worker in woken {
-            worker.unpark();
+        let mut replies = Vec::new();
+        for (_, waiter) in covered {
+            match waiter {
+                Waiter::Worker(worker) => worker.unpark(),
+                Waiter::Reply(pending) => replies.push(pending),
+            }
+        }
+        if !replies.is_empty() {
+            outbox::deliver(shared, replies, failed.as_ref());
         }
     }
 
     /// The syncer thread: run each fsync asked for as soon as none runs,
     /// and remove stale content files once a second, until stopped.
-    pub fn run_syncer(&self) {
+    pub fn run_syncer(&self, shared: &Arc<Shared>) {
         let mut swept = Instant::now();
         loop {
             let number = {
@@ -158,7 +201,7 @@ impl Durability {
                 }
                 state.begin()
             };
-            self.sync(number);
+            self.sync(shared, number);
         }
     }
 

@@ -220,6 +220,11 @@ impl Intake {
         );
     }
 
+    /// The port connections come in on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Shut down the connection from `peer`: its blocked and future writes
     /// fail at once, and tiny_http's thread reading it sees the end and
     /// lets the connection go. tiny_http keeps the socket to itself, so it

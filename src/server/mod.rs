@@ -27,8 +27,10 @@ mod call;
 mod connection;
 mod durable;
 mod intake;
+mod outbox;
 mod pool;
 mod route;
+mod sockets;
 
 use std::fmt;
 use std::io;
@@ -45,6 +47,7 @@ use crate::systemd::Health;
 use connection::Connections;
 use durable::Durability;
 use intake::Intake;
+use outbox::Outbox;
 
 /// How the server behaves; see the command line for the defaults.
 #[derive(Debug, Clone)]
@@ -67,6 +70,7 @@ struct Shared {
     health: Arc<Health>,
     durability: Durability,
     connections: Connections,
+    outbox: Outbox,
     intake: Intake,
     /// Every thread the server started (workers and the syncer), to wait
     /// for at a stop; finished ones are removed as new ones are added.
@@ -139,6 +143,7 @@ pub fn start(
         metrics,
         health,
         connections: Connections::default(),
+        outbox: Outbox::new(intake.port()),
         intake,
         threads: Mutex::new(Vec::new()),
         stopping: AtomicBool::new(false),
@@ -149,7 +154,7 @@ pub fn start(
         let shared = Arc::clone(&shared);
         thread::Builder::new()
             .name("syncer".into())
-            .spawn(move || shared.durability.run_syncer())?
+            .spawn(move || shared.durability.run_syncer(&shared))?
     };
     shared.keep(syncer);
     let spares = {

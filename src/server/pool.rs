@@ -16,7 +16,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,11 @@ pub struct Pool {
     min_idle: AtomicUsize,
     /// Whether another server accepts new connections now.
     draining: AtomicBool,
+    /// Held by the worker taking a request from tiny_http until it has
+    /// claimed it ([`connection::take`]): so requests are claimed in the
+    /// order tiny_http hands them out, and a connection's pipelined calls
+    /// in the order they were sent.
+    taking: Mutex<()>,
 }
 
 impl Pool {
@@ -50,6 +55,7 @@ impl Pool {
             idle: AtomicUsize::new(0),
             min_idle: AtomicUsize::new(threads.max(1)),
             draining: AtomicBool::new(false),
+            taking: Mutex::new(()),
         }
     }
 
@@ -145,8 +151,15 @@ fn work(shared: &Arc<Shared>, pool: &Arc<Pool>) {
             pool.idle.fetch_sub(1, Ordering::SeqCst);
             return;
         };
-        match accepting.server.recv_timeout(wait) {
-            Ok(Some(request)) => {
+        let received = {
+            let _turn = pool.taking.lock().unwrap_or_else(PoisonError::into_inner);
+            accepting
+                .server
+                .recv_timeout(wait)
+                .map(|got| got.map(|request| connection::take(shared, request)))
+        };
+        match received {
+            Ok(Some(taken)) => {
                 drop(accepting);
                 let waiting = pool.idle.fetch_sub(1, Ordering::SeqCst) - 1;
                 if !stopping
@@ -157,7 +170,9 @@ fn work(shared: &Arc<Shared>, pool: &Arc<Pool>) {
                         "could not start a worker thread: {error}; requests wait until a worker is free"
                     );
                 }
-                connection::serve(shared, request);
+                if let connection::Taken::Mine { request, owner } = taken {
+                    connection::serve(shared, request, owner);
+                }
                 pool.idle.fetch_add(1, Ordering::SeqCst);
                 idle_since = Instant::now();
             }
