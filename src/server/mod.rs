@@ -4,19 +4,21 @@
 //! core → wait until the change is durable ([`durable`]) → reply → log
 //! ([`access`]).
 //!
-//! The thread that takes a request writes its reply. No thread is shared by
-//! the replies of several connections, so a client that does not read its
-//! replies, or reads them slowly, holds up one thread of lockd and nobody
-//! else: the pool starts another thread whenever fewer than `--threads` are
-//! waiting for requests. A connection is owned by one thread at a time
-//! ([`connection`]): pipelined calls are answered in order by the thread that
-//! owns it, so a connection never ties up more than one thread, and one whose
-//! reply cannot be sent within the send timeout is closed.
+//! No thread waits for one client on behalf of others: a reply is written
+//! by the worker that took the request, by a writer thread of its
+//! connection's own, or, after an fsync, by the syncer when the write cannot
+//! wait for the client ([`outbox`]). So a client that does not read its
+//! replies, or reads them slowly, holds up threads of its own connection
+//! and nobody else: the pool starts another worker whenever fewer than
+//! `--threads` are waiting for requests. A connection is owned by one
+//! worker at a time ([`connection`]): pipelined calls are answered in order
+//! by the worker that owns it, so a connection never ties up more than one
+//! worker, and one whose reply cannot be sent within the send timeout is
+//! closed.
 //!
 //! Group commit stays ([`durable`]): the lock directory is fsync'd once for
 //! every change made while the previous fsync ran (by the syncer thread, or
-//! by a lone caller's worker when none runs), and the workers waiting for
-//! those changes then send their own replies.
+//! by a lone caller's worker when none runs).
 //!
 //! What works around tiny_http 0.12's quirks (restarting its accept loop,
 //! requests it cannot drop, closing a connection it gives no handle to) is
