@@ -3,7 +3,8 @@
 //! connection, as a fresh caller's would be) keep being answered, and a
 //! connection whose replies cannot be sent is closed after the send timeout.
 //!
-//! The misbehaviours: pipelining calls and never reading the replies; reading
+//! The misbehaviours: pipelining calls and never reading the replies (also
+//! with every reply waiting for an fsync, handed to the syncer); reading
 //! a large `locks()` reply slowly; hundreds of connections that send a call
 //! and never read; a process stopped with SIGSTOP with its calls in flight.
 //!
@@ -18,7 +19,8 @@
 //! millisecond when nothing else runs.
 
 use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,10 +122,10 @@ fn pipelined_locks(addr: SocketAddr, prefix: &str, count: usize) -> Vec<u8> {
 /// timeout and a margin from `since`. Twice: the timeout applies to each
 /// write, and the kernel may take part of one before the buffers are full,
 /// which starts the timeout again.
-fn closed_because(daemon: &Daemon, why: &[&str], since: Instant) -> bool {
+fn closed_because(log: &dyn Fn() -> String, why: &[&str], since: Instant) -> bool {
     let deadline = since + 2 * SEND_TIMEOUT + BOUND + Duration::from_secs(5);
     while Instant::now() < deadline {
-        let log = daemon.log();
+        let log = log();
         if why.iter().any(|w| log.contains(w)) {
             return true;
         }
@@ -185,12 +187,105 @@ fn pipelined_calls_never_read_hold_up_no_one() {
     let (cycles, _) = keep_calling(addr, "good-1", "a client pipelines calls and never reads");
     assert!(cycles > 10, "only {cycles} cycles");
     assert!(
-        closed_because(&daemon, &[SEND_TIMED_OUT, TOO_DEEP], started),
+        closed_because(&|| daemon.log(), &[SEND_TIMED_OUT, TOO_DEEP], started),
         "the connection that never reads was not closed"
     );
     stop.store(true, Ordering::SeqCst);
     let (sent, cut) = flooding.join().expect("the flooding thread");
     eprintln!("stalls: the flooding client sent {sent} calls; its connection cut: {cut}");
+}
+
+/// Clients pipeline calls that all change the directory (lock and unlock by
+/// turns) and never read, slowly enough that their connections are not
+/// closed for pipelining too deep before their buffers fill (lockd's socket
+/// is given a small send buffer, the clients' a small receive buffer; the
+/// clients are tests/stalls/flood.py),
+/// while a busy keep-alive client keeps an fsync running nearly all the
+/// time: so most of their replies are handed to the syncer, which must not
+/// wait for them once the buffers are full.
+#[test]
+fn pipelined_changes_never_read_hold_up_no_one() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    set_buffer(listener.as_raw_fd(), libc::SO_SNDBUF, 4096);
+    let addr = listener.local_addr().expect("address");
+    let temp = tempfile::tempdir().expect("temporary directory");
+    let daemon = support::spawn_activated(&listener, &temp.path().join("locks"));
+    assert!(daemon.wait_for_log("listening on"), "{}", daemon.log());
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let stream = TcpStream::connect(addr).expect("connect");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let host = addr.to_string();
+            while !stop.load(Ordering::SeqCst) {
+                for method in ["lock", "unlock"] {
+                    let body = support::call_body(method, &["busy", "busy-client"]);
+                    let request = http::post(
+                        "/RPC2",
+                        &[("Host", host.as_str()), ("Content-Type", "text/xml")],
+                        body.as_bytes(),
+                    );
+                    (&stream).write_all(&request).expect("busy client: send");
+                    http::read_response(&mut reader).expect("busy client: reply");
+                }
+            }
+        })
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/stalls/flood.py");
+    let flooding: Vec<_> = (0..2)
+        .map(|n| {
+            Command::new("python3")
+                .arg(script)
+                .arg(addr.ip().to_string())
+                .arg(addr.port().to_string())
+                .arg(format!("flood{n}"))
+                .arg("30")
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("python3 runs tests/stalls/flood.py")
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    let (cycles, _) = keep_calling(addr, "good-1", "clients pipeline changes and never read");
+    assert!(cycles > 10, "only {cycles} cycles");
+    let closed = closed_because(&|| daemon.log(), &[SEND_TIMED_OUT], started);
+    assert!(
+        closed,
+        "the connections that never read were not closed; lockd logged:\n{}",
+        daemon
+            .log()
+            .lines()
+            .filter(|l| !l.contains("granted") && !l.contains("released"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    stop.store(true, Ordering::SeqCst);
+    busy.join().expect("the busy client");
+    for flooder in flooding {
+        let output = flooder.wait_with_output().expect("flood.py");
+        eprintln!(
+            "stalls: flood.py {}",
+            String::from_utf8_lossy(&output.stdout).trim()
+        );
+    }
+}
+
+/// Set a socket's buffer size (`SO_SNDBUF` or `SO_RCVBUF`); Linux takes
+/// at least its least size, and no longer grows the buffer by itself.
+fn set_buffer(fd: std::os::fd::RawFd, option: libc::c_int, size: libc::c_int) {
+    // SAFETY: setsockopt on an open socket with an int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
 }
 
 /// Three clients call `locks()` with 20,000 locks held (a reply of about 2
@@ -311,7 +406,7 @@ fn a_stopped_process_holds_up_no_one() {
     let started = Instant::now();
     let (cycles, _) = keep_calling(addr, "good-4", "a process with calls in flight is stopped");
     assert!(cycles > 10, "only {cycles} cycles");
-    let closed = closed_because(&daemon, &[SEND_TIMED_OUT], started);
+    let closed = closed_because(&|| daemon.log(), &[SEND_TIMED_OUT], started);
     let _ = sys::kill(child.id(), libc::SIGCONT);
     let _ = child.kill();
     let _ = child.wait();

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
@@ -546,39 +545,6 @@ fn sigterm_lets_a_request_in_flight_finish() {
     assert!(daemon.lock_files().contains(&"r.resource.lock".to_owned()));
 }
 
-/// Start lockd the way systemd does for a socket unit: `listener` as file
-/// descriptor 3, `LISTEN_FDS=1`, and `LISTEN_PID` set to lockd's own pid
-/// (by a shell that then execs lockd, keeping its pid).
-fn spawn_activated(listener: &TcpListener, dir: &Path) -> Process {
-    let fd = listener.as_raw_fd();
-    let mut command = support::clean_command("sh");
-    command
-        .arg("-c")
-        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
-        .arg(LOCKD)
-        .arg("--dir")
-        .arg(dir)
-        // The listener's own address: binding it would fail, so a start
-        // proves lockd serves on the socket it was given.
-        .arg("--listen")
-        .arg(listener.local_addr().unwrap().to_string());
-    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            let rc = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Process::spawn(&mut command)
-}
-
 #[test]
 fn socket_activation_serves_the_passed_socket() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -586,7 +552,7 @@ fn socket_activation_serves_the_passed_socket() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("locks");
 
-    let mut first = spawn_activated(&listener, &dir);
+    let mut first = support::spawn_activated(&listener, &dir);
     assert!(first.wait_for_log(&format!(
         "listening on http://{addr}/ (socket from systemd)"
     )));
@@ -605,7 +571,7 @@ fn socket_activation_serves_the_passed_socket() {
         body.as_bytes(),
     );
     queued.write_all(&request).unwrap();
-    let mut second = spawn_activated(&listener, &dir);
+    let mut second = support::spawn_activated(&listener, &dir);
     let mut reply = String::new();
     let _ = queued.read_to_string(&mut reply);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");

@@ -390,3 +390,38 @@ pub fn post(addr: SocketAddr, path: &str, body: &str) -> String {
     let request = http::post(path, &headers, body.as_bytes());
     raw(addr, &request, Duration::from_secs(10))
 }
+
+/// Start lockd the way systemd does for a socket unit: `listener` as file
+/// descriptor 3, `LISTEN_FDS=1`, and `LISTEN_PID` set to lockd's own pid
+/// (by a shell that then execs lockd, keeping its pid).
+pub fn spawn_activated(listener: &std::net::TcpListener, dir: &Path) -> Process {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    let mut command = clean_command("sh");
+    command
+        .arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+        .arg(LOCKD)
+        .arg("--dir")
+        .arg(dir)
+        // The listener's own address: binding it would fail, so a start
+        // proves lockd serves on the socket it was given.
+        .arg("--listen")
+        .arg(listener.local_addr().unwrap().to_string());
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Process::spawn(&mut command)
+}
