@@ -124,7 +124,47 @@ impl Volume {
         .unwrap_or_else(|| panic!("no brick process for {path}"))
     }
 
-    /// lockd with `--cluster-fs` on mount `i`'s view of the lock directory.    /// lockd with `--cluster-fs` on mount `i`'s view of the lock directory.
+    /// The network namespace glusterd runs in.
+    fn namespace(&self) -> String {
+        let state = std::fs::read_to_string(self.work.path().join("state")).unwrap();
+        state
+            .lines()
+            .find_map(|l| l.strip_prefix("ns="))
+            .unwrap()
+            .to_owned()
+    }
+
+    /// `gluster volume set lockd OPTION VALUE`; the active graph of every
+    /// mount changes at once. Waits until mount 1's graph shows it.
+    fn set(&self, option: &str, value: &str) {
+        let socket = self.work.path().join("glusterd.socket");
+        let log = self.work.path().join("log/cli.log");
+        let output = support::run(
+            Command::new("ip")
+                .args(["netns", "exec", &self.namespace()])
+                .args(["gluster", "--mode=script"])
+                .arg(format!("--glusterd-sock={}", socket.display()))
+                .arg(format!("--log-file={}", log.display()))
+                .args(["volume", "set", "lockd", option, value]),
+        );
+        assert!(output.status.success(), "{option} {value}: {output:?}");
+        // The client switches graphs shortly after glusterd tells it.
+        let wanted = value == "on";
+        let translator = match option {
+            "performance.stat-prefetch" => "md-cache",
+            other => other.trim_start_matches("performance."),
+        };
+        for _ in 0..100 {
+            let graph = support::files_in(&self.mounts[0].join(".meta/graphs/active"));
+            if graph.iter().any(|t| t.ends_with(&format!("-{translator}"))) == wanted {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{option} {value}: the mount's graph did not change within 10 s");
+    }
+
+    /// lockd with `--cluster-fs` on mount `i`'s view of the lock directory.
     fn daemon(&self, i: usize) -> Daemon {
         Daemon::start_with(Options {
             dir: Some(self.lock_dir(i)),
@@ -596,12 +636,10 @@ fn a_stopped_daemon_holding_the_directory_lock_fails_calls_then_service_resumes(
     let started = Instant::now();
     let callers: Vec<_> = [
         ("unlock", vec![name.clone(), holder.clone()], "lockd.ranges"),
-        // The stopped lockd holds the gate of lockd.ranges (and the flock
-        // of lockd.lock): the fence waits for the gate first.
         (
             "fence",
             vec!["nobody".to_owned(), "test".to_owned()],
-            "lockd.ranges",
+            "lockd.lock",
         ),
     ]
     .into_iter()
@@ -858,6 +896,63 @@ fn lockd_refuses_an_unmarked_gluster_mount() {
         "{log}"
     );
     assert!(!log.contains("listening"), "{log}");
+}
+
+/// With `--cluster-fs`, lockd still refuses a GlusterFS mount whose client
+/// caches, as its `.meta` shows: a mount made without the kernel cache
+/// timeouts at 0, and (on a coherent mount) a volume whose caching
+/// translators are switched on; each refusal names the setting and
+/// docs/cluster.md. Set back, the same mount is accepted.
+#[test]
+fn lockd_refuses_an_incoherent_gluster_mount() {
+    let test = "lockd_refuses_an_incoherent_gluster_mount";
+    let Some(volume) = Volume::up(test, 1) else {
+        return;
+    };
+    let start = |dir: &Path| {
+        let mut process = Process::spawn(
+            support::clean_command(LOCKD)
+                .arg("--cluster-fs")
+                .arg("--dir")
+                .arg(dir)
+                .args(["--listen", "127.0.0.1:0"]),
+        );
+        let status = process.wait_exit();
+        (status.code(), process.log())
+    };
+    let refused = |dir: &Path, setting: &str| {
+        let (code, log) = start(dir);
+        assert_eq!(code, Some(1), "{log}");
+        assert!(
+            log.contains(setting) && log.contains("docs/cluster.md"),
+            "{setting}: {log}"
+        );
+        assert!(!log.contains("listening"), "{log}");
+        eprintln!("{}", log.lines().last().unwrap_or_default());
+    };
+    // A mount with Gluster's default kernel caching (1 s each).
+    let plain = volume.work.path().join("m9");
+    std::fs::create_dir(&plain).unwrap();
+    let mounted = support::run(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", volume.namespace()))
+            .args(["mount", "-t", "glusterfs", "127.0.0.2:/lockd"])
+            .arg(&plain),
+    );
+    assert!(mounted.status.success(), "{mounted:?}");
+    refused(&plain.join("locks"), "attribute-timeout");
+    // The volume's caches, switched on while the coherent mount is mounted.
+    for (option, translator) in [
+        ("performance.quick-read", "quick-read"),
+        ("performance.stat-prefetch", "md-cache"),
+    ] {
+        volume.set(option, "on");
+        refused(&volume.lock_dir(0), translator);
+        volume.set(option, "off");
+    }
+    let daemon = volume.daemon(0);
+    let mut rpc = Rpc::new(daemon.addr);
+    assert!(rpc.call("lock", &["vm1", "node1"]).unwrap().is_nil());
 }
 
 /// Two lockd with the same process id on two nodes (each the first process
