@@ -447,12 +447,16 @@ pub fn cached_kind_and_mtime(file: BorrowedFd<'_>) -> io::Result<(bool, std::tim
 /// (statx(2), `STATX_MNT_ID`; 0 where the kernel does not say). The mount
 /// tells a directory from itself seen through another mount on top, e.g. a
 /// read-only bind mount: a descriptor opened before still writes through
-/// the mount it was opened on.
+/// the mount it was opened on. None of the three can change for what a
+/// path resolved to, so the kernel is not asked to fetch fresh attributes
+/// (`AT_STATX_DONT_SYNC`): on a FUSE mount without attribute caching that
+/// saves a round trip; the lookup of the path itself still goes to the
+/// server.
 pub fn directory_identity(path: &std::path::Path) -> io::Result<(u64, u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
-    identity(libc::AT_FDCWD, &path, 0)
+    identity(libc::AT_FDCWD, &path, libc::AT_STATX_DONT_SYNC)
 }
 
 /// [`directory_identity`] of an open directory.

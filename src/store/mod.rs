@@ -106,15 +106,9 @@ pub const RANGES_FILE: &str = "lockd.ranges";
 const RANGE_SPACE: u64 = 1 << 32;
 
 /// How long a change gives way to an exclusive guard of its own process
-/// that waits for the gate, before it goes on anyway.
+/// that waits for `lockd.lock` (held by another process), before it goes
+/// on anyway.
 const GIVE_WAY: Duration = Duration::from_millis(200);
-
-/// The byte of [`RANGES_FILE`] after the names' bytes: the gate. A lockd
-/// holds it shared as long as it holds `lockd.lock` shared, and takes it
-/// exclusively before it takes `lockd.lock` exclusively (start-up,
-/// `fence`): lockd processes busy with changes keep their shared flocks
-/// overlapping, and would otherwise keep an exclusive one out for good.
-const GATE: u64 = RANGE_SPACE;
 
 const TEMP_PREFIX: &str = ".lockd-";
 
@@ -347,6 +341,9 @@ pub struct Store {
     /// Calls of this process waiting for an exclusive guard: shared ones
     /// stay out of their way meanwhile.
     exclusive_waiters: AtomicU64,
+    /// When the last check of the directory's identity that succeeded
+    /// began (see [`Store::current_directory`]); held while one runs.
+    dir_checked: Mutex<Option<Instant>>,
 }
 
 /// How long a busy lockd keeps its shared `flock` of `lockd.lock` from one
@@ -383,10 +380,9 @@ struct Guard<'a> {
     core: MutexGuard<'a, Core>,
     /// Whether the flock is shared.
     shared: bool,
+    /// Whether bytes of `lockd.ranges` may be held.
+    names: bool,
     waiters: &'a AtomicU64,
-    /// An exclusive guard's own open file of `lockd.ranges`, which holds
-    /// the gate; closed (and the gate let go) on drop.
-    gate: Option<File>,
 }
 
 /// How long a guard may still wait, and the pause before the next try.
@@ -428,15 +424,11 @@ impl Drop for Guard<'_> {
                 .core
                 .kept_shared
                 .is_some_and(|since| since.elapsed() < KEEP_SHARED);
-        if let Some(gate) = &self.gate {
-            let _ = crate::sys::ofd_unlock(gate.as_fd(), 0, 0);
-        }
-        if keep {
-            // The names' bytes go, the gate and the flock stay.
-            let _ = crate::sys::ofd_unlock(self.core.ranges.as_fd(), 0, GATE);
-        } else {
-            self.core.kept_shared = None;
+        if self.names {
             let _ = crate::sys::ofd_unlock(self.core.ranges.as_fd(), 0, 0);
+        }
+        if !keep {
+            self.core.kept_shared = None;
             let _ = self.core.global_lock.unlock();
         }
     }
@@ -539,6 +531,7 @@ impl Store {
             lock_wait: RwLock::new(DEFAULT_LOCK_WAIT),
             guard_waiters: AtomicU64::new(0),
             exclusive_waiters: AtomicU64::new(0),
+            dir_checked: Mutex::new(None),
         };
         let report = store.recover()?;
         Ok((store, report))
@@ -709,16 +702,15 @@ impl Store {
     }
 
     /// A guard for a change of the names at `offsets`: the shared flock
-    /// and the gate (kept from an earlier guard, or taken), then the names'
-    /// bytes.
+    /// (kept from an earlier guard, or taken), then the names' bytes.
     fn shared_guard(&self, mut wait: Wait, offsets: &[u64]) -> Result<Guard<'_>, Error> {
         loop {
-            // An exclusive guard of this process waits for the gate: let it,
-            // for a while (it may wait long for a process on another node).
+            // An exclusive guard of this process waits for the flock: let
+            // it, for a while (it may wait long for another process).
             let busy = if self.exclusive_waiters.load(Ordering::Acquire) > 0
                 && wait.start.elapsed() < GIVE_WAY
             {
-                RANGES_FILE
+                GLOBAL_LOCK_FILE
             } else {
                 self.guard_waiters.fetch_add(1, Ordering::AcqRel);
                 let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
@@ -726,13 +718,13 @@ impl Store {
                 let mut guard = Guard {
                     core,
                     shared: true,
+                    names: !offsets.is_empty(),
                     waiters: &self.guard_waiters,
-                    gate: None,
                 };
                 match self.try_shared(&mut guard, offsets)? {
                     None => return Ok(guard),
-                    // Dropped: what was taken is let go (the flock and the
-                    // gate may be kept for a call waiting for the mutex).
+                    // Dropped: what was taken is let go (the flock may be
+                    // kept for a call waiting for the mutex).
                     Some(file) => file,
                 }
             };
@@ -747,24 +739,7 @@ impl Store {
         guard: &mut Guard<'_>,
         offsets: &[u64],
     ) -> Result<Option<&'static str>, Error> {
-        let ranges_failed = |e: io::Error| {
-            // A write lock on a file opened for reading only: opened so
-            // because the filesystem is read-only (see [`open_dir_as`]).
-            let e = match e.raw_os_error() {
-                Some(libc::EBADF) => io::Error::from_raw_os_error(libc::EROFS),
-                _ => e,
-            };
-            Error::io("lock", &self.dir.join(RANGES_FILE), e)
-        };
         if guard.core.kept_shared.is_none() {
-            // The gate first: held shared as long as the flock is, it keeps
-            // a lockd that wants the flock exclusively from waiting forever
-            // for busy lockd whose shared flocks overlap.
-            match crate::sys::ofd_try_lock(guard.core.ranges.as_fd(), GATE, false) {
-                Ok(true) => {}
-                Ok(false) => return Ok(Some(RANGES_FILE)),
-                Err(e) => return Err(ranges_failed(e)),
-            }
             loop {
                 match guard.core.global_lock.try_lock_shared() {
                     Ok(()) => break,
@@ -781,51 +756,41 @@ impl Store {
             match crate::sys::ofd_try_lock(guard.core.ranges.as_fd(), offset, true) {
                 Ok(true) => {}
                 Ok(false) => return Ok(Some(RANGES_FILE)),
-                Err(e) => return Err(ranges_failed(e)),
+                Err(e) => {
+                    // A write lock on a file opened for reading only: opened
+                    // so because the filesystem is read-only (see
+                    // [`open_dir_as`]).
+                    let e = match e.raw_os_error() {
+                        Some(libc::EBADF) => io::Error::from_raw_os_error(libc::EROFS),
+                        _ => e,
+                    };
+                    return Err(Error::io("lock", &self.dir.join(RANGES_FILE), e));
+                }
             }
         }
         Ok(None)
     }
 
-    /// A guard of the whole directory: the gate exclusively, through an
-    /// open file of its own (byte-range locks of one open file never
-    /// conflict with each other), then the flock exclusively.
+    /// A guard of the whole directory: the flock, exclusively. The other
+    /// calls of this process give way meanwhile ([`GIVE_WAY`]); lockd on
+    /// other nodes do not know of it, and while they are busy without a
+    /// pause their shared flocks may overlap for longer than the wait.
     fn exclusive_guard(&self, mut wait: Wait) -> Result<Guard<'_>, Error> {
         self.exclusive_waiters.fetch_add(1, Ordering::AcqRel);
         let _waiting = Decrement(&self.exclusive_waiters);
-        {
-            // This process's kept flock and gate go first: the gate taken
-            // below would wait for them.
+        loop {
             let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
             if core.kept_shared.take().is_some() {
-                let _ = crate::sys::ofd_unlock(core.ranges.as_fd(), 0, 0);
+                // flock(2) would convert it, but not atomically: let go first.
                 let _ = core.global_lock.unlock();
             }
-        }
-        let path = self.dir.join(RANGES_FILE);
-        let gate = crate::sys::open_at(
-            self.dir_file().as_fd(),
-            OsStr::new(RANGES_FILE),
-            libc::O_RDWR,
-            0,
-        )
-        .map_err(|e| Error::io("open", &path, e))?;
-        loop {
-            match crate::sys::ofd_try_lock(gate.as_fd(), GATE, true) {
-                Ok(true) => break,
-                Ok(false) => wait.pause_or_fail(|waited| self.timed_out(waited, RANGES_FILE))?,
-                Err(e) => return Err(Error::io("lock", &path, e)),
-            }
-        }
-        loop {
-            let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
             match core.global_lock.try_lock() {
                 Ok(()) => {
                     return Ok(Guard {
                         core,
                         shared: false,
+                        names: false,
                         waiters: &self.guard_waiters,
-                        gate: Some(gate),
                     });
                 }
                 Err(TryLockError::WouldBlock) => {}
@@ -859,7 +824,8 @@ impl Store {
     /// If the lock directory was removed and made anew (by hand, or by a
     /// tool), reopen it: otherwise fsyncs and the flock would go to the old,
     /// deleted directory, and acknowledged changes would not be durable.
-    /// Checked before every fsync, and when a file is not found (so that a
+    /// Checked at the start of every call and before every fsync (see
+    /// [`Store::current_directory`]), and when a file is not found (so that a
     /// directory that has gone is a failure, not "Resource not locked").
     /// Returns whether it was replaced.
     fn follow_directory(&self, core: &mut Core) -> Result<bool, Error> {
@@ -888,8 +854,19 @@ impl Store {
     /// At the start of a call: follow a replaced directory (see
     /// [`Store::follow_directory`]), because the call reaches the files
     /// through the directory's descriptor, not its path. One `stat` of the
-    /// directory, outside the mutex and the locks.
+    /// directory, outside the mutex and the locks, shared by the calls that
+    /// come in while it runs (as the fsync is): a call is content with a
+    /// check that began after the call did.
     fn current_directory(&self) -> Result<(), Error> {
+        let called = Instant::now();
+        let mut last = self
+            .dir_checked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|began| began >= called) {
+            return Ok(());
+        }
+        let began = Instant::now();
         let id = crate::sys::directory_identity(&self.dir)
             .map_err(|e| Error::io("open the lock directory", &self.dir, e))?;
         let known = self
@@ -901,6 +878,7 @@ impl Store {
             let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
             self.follow_directory(&mut core)?;
         }
+        *last = Some(began);
         Ok(())
     }
 
@@ -1270,11 +1248,12 @@ impl Store {
     /// Make every change made so far durable: fsync the lock directory.
     /// Returns the number of the last change it covers.
     pub fn sync(&self) -> Result<u64, Error> {
-        let target = {
-            let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
-            self.follow_directory(&mut core)?;
-            core.changes
-        };
+        self.current_directory()?;
+        let target = self
+            .core
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .changes;
         self.dir_file()
             .sync_all()
             .map_err(|e| Error::io("fsync", &self.dir, e))?;
