@@ -18,7 +18,11 @@
 #
 # Settings (environment): DURATION (s per figure, 5), WARMUP (s, 1), THREADS
 # (lockd's worker threads, 2), WORK (scratch directory on the disk, default
-# /var/tmp). Everything runs in the volume's network namespace (only lo).
+# /var/tmp), BASELINE (another lockd binary, e.g. a build of an older commit:
+# measured in the same run beside this one, on a lock directory of its own
+# on the same volume, in the order this, baseline, baseline, this, so that
+# a load that changes during the run hits both alike). Everything runs in
+# the volume's network namespace (only lo).
 # Output: a Markdown table on stdout; raw JSON lines in bench/out/cluster/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,32 +70,49 @@ for t in 1 8 64; do
 done
 
 # 2. lockd, one per mount, on one lock directory.
-start_lockd() { # mount port
-  inns target/release/lockd --cluster-fs --dir "$1/locks" --listen "127.0.0.1:$2" \
-    --threads "$threads" --log-level warn 2> "$work/lockd-$2.log" &
+baseline=${BASELINE:-}
+start_lockd() { # binary mount dir port
+  inns "$1" --cluster-fs --dir "$2/$3" --listen "127.0.0.1:$4" \
+    --threads "$threads" --log-level warn 2> "$work/lockd-$4.log" &
   pids+=($!)
   for _ in $(seq 100); do
-    inns curl -sf "http://127.0.0.1:$2/health" >/dev/null 2>&1 && return
+    inns curl -sf "http://127.0.0.1:$4/health" >/dev/null 2>&1 && return
     sleep 0.1
   done
-  cat "$work/lockd-$2.log" >&2
+  cat "$work/lockd-$4.log" >&2
   exit 1
 }
-start_lockd "$m1" 7391
-start_lockd "$m2" 7392
+start_lockd target/release/lockd "$m1" locks 7391
+start_lockd target/release/lockd "$m2" locks 7392
+if [ -n "$baseline" ]; then
+  start_lockd "$baseline" "$m1" locks-baseline 7393
+  start_lockd "$baseline" "$m2" locks-baseline 7394
+fi
 bench() { # port clients first label
   inns target/release/lockd-bench --addr "127.0.0.1:$1" --clients "$2" --first "$3" \
     --warmup "$warmup" --duration "$duration" --stagger-ms 2 --label "$4" \
     | grep '^RESULT ' | sed 's/^RESULT //' | tee -a "$out/results.jsonl" | rate
 }
-r=$(bench 7391 1 0 "lockd 1 client")
-row "lockd, one lockd" 1 "$r"
-a=$(mktemp -p "$work"); b=$(mktemp -p "$work")
-bench 7391 32 0 "lockd 32 of 64 clients, mount 1" > "$a" &
-bench 7392 32 32 "lockd 32 of 64 clients, mount 2" > "$b"
-wait $!
-row "lockd, two lockd on two mounts (32 + 32 clients: first + second)" 64 \
-  "$(( $(cat "$a") + $(cat "$b") )) ($(cat "$a") + $(cat "$b"))"
+one() { # port label
+  row "lockd$2, one lockd" 1 "$(bench "$1" 1 0 "lockd$2 1 client")"
+}
+two() { # port-of-the-first label
+  local a b
+  a=$(mktemp -p "$work"); b=$(mktemp -p "$work")
+  bench "$1" 32 0 "lockd$2 32 of 64 clients, mount 1" > "$a" &
+  bench "$(( $1 + 1 ))" 32 32 "lockd$2 32 of 64 clients, mount 2" > "$b"
+  wait $!
+  row "lockd$2, two lockd on two mounts (32 + 32 clients: first + second)" 64 \
+    "$(( $(cat "$a") + $(cat "$b") )) ($(cat "$a") + $(cat "$b"))"
+}
+one 7391 ""
+[ -z "$baseline" ] || one 7393 " (baseline)"
+two 7391 ""
+[ -z "$baseline" ] || two 7393 " (baseline)"
+[ -z "$baseline" ] || two 7393 " (baseline)"
+two 7391 ""
+[ -z "$baseline" ] || one 7393 " (baseline)"
+one 7391 ""
 
 # 3. etcd, three members on loopback, beside it.
 if command -v etcd >/dev/null; then

@@ -11,7 +11,8 @@
 //! see; so lockd refuses to start there unless started with `--cluster-fs`,
 //! the operator's word that the mount is set up as docs/cluster.md says.
 //! Settings that lockd can see and that make `flock` local to one node are
-//! refused even then.
+//! refused even then, and so is a GlusterFS client that caches names,
+//! attributes or contents ([`gluster_incoherence`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,13 @@ pub enum Refusal {
         mount: Mount,
         setting: String,
     },
+    /// A GlusterFS client that caches names, attributes or contents
+    /// ([`gluster_incoherence`]).
+    Incoherent {
+        dir: PathBuf,
+        mount_point: PathBuf,
+        setting: String,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -59,6 +67,16 @@ impl fmt::Display for Refusal {
                 dir.display(),
                 mount.fs_type,
                 mount.mount_point.display()
+            ),
+            Refusal::Incoherent {
+                dir,
+                mount_point,
+                setting,
+            } => write!(
+                f,
+                "the lock directory {} is on a GlusterFS mount (at {}) whose client {setting}: one node would see another's lock files late, and two nodes could grant one resource. Mount it with attribute-timeout=0,entry-timeout=0,negative-timeout=0 and set performance.stat-prefetch, performance.quick-read and performance.open-behind off on the volume (docs/cluster.md, \"GlusterFS: mount and volume options\")",
+                dir.display(),
+                mount_point.display()
             ),
         }
     }
@@ -87,6 +105,66 @@ pub fn check(dir: &Path, mount: &Mount, cluster_fs: bool) -> Result<bool, Refusa
         });
     }
     Ok(true)
+}
+
+/// The kernel cache timeouts a GlusterFS FUSE client must run with, each 0
+/// (its default is 1 s), as its command line shows them.
+const GLUSTER_TIMEOUTS: [&str; 3] = ["attribute-timeout", "entry-timeout", "negative-timeout"];
+
+/// The caching translators a GlusterFS client's graph must not have, with
+/// the volume option that puts each there.
+const GLUSTER_CACHES: [(&str, &str); 5] = [
+    ("md-cache", "performance.stat-prefetch"),
+    ("quick-read", "performance.quick-read"),
+    ("open-behind", "performance.open-behind"),
+    ("nl-cache", "performance.nl-cache"),
+    ("io-cache", "performance.io-cache"),
+];
+
+/// For a FUSE mount of GlusterFS at `mount_point`: what of its client's
+/// set-up serves one node stale names, attributes or contents, as the
+/// client's own `.meta` directory shows it (the meta translator, at the
+/// mount's root): its command line (`cmdline`, the mount's cache timeouts)
+/// and the translators of its active graph (`graphs/active`, which a
+/// `gluster volume set` changes at once). `Ok(None)`: set up as
+/// docs/cluster.md says; an error: `.meta` could not be read.
+pub fn gluster_incoherence(mount_point: &Path) -> std::io::Result<Option<String>> {
+    let meta = mount_point.join(".meta");
+    let cmdline = std::fs::read_to_string(meta.join("cmdline"))?;
+    if let Some(setting) = timeouts_not_zero(&cmdline) {
+        return Ok(Some(setting));
+    }
+    for entry in std::fs::read_dir(meta.join("graphs").join("active"))? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        for (translator, option) in GLUSTER_CACHES {
+            if name.ends_with(&format!("-{translator}")) {
+                return Ok(Some(format!(
+                    "has the {translator} translator in its graph ({option} is on)"
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The first kernel cache timeout a GlusterFS client's command line does not
+/// set to 0, said as a setting.
+fn timeouts_not_zero(cmdline: &str) -> Option<String> {
+    for timeout in GLUSTER_TIMEOUTS {
+        let flag = format!("--{timeout}=");
+        let value = cmdline.split_whitespace().find_map(|arg| {
+            arg.trim_matches(|c| c == '"' || c == ',')
+                .strip_prefix(&flag)
+                .map(str::to_owned)
+        });
+        match value {
+            Some(v) if v.parse::<f64>().is_ok_and(|t| t == 0.0) => {}
+            Some(v) => return Some(format!("runs with {timeout}={v}")),
+            None => return Some(format!("runs without {timeout}=0 (it caches for 1 s)")),
+        }
+    }
+    None
 }
 
 /// Whether a filesystem type is one that several nodes may share.
@@ -298,6 +376,25 @@ mod tests {
                 "{refused}"
             );
         }
+    }
+
+    #[test]
+    fn gluster_cache_timeouts_must_be_zero() {
+        let good = r#"{ "Cmdlinestr": "/usr/sbin/glusterfs --log-file=/l --attribute-timeout=0 --entry-timeout=0 --negative-timeout=0 --volfile-id=/v /m" }"#;
+        assert_eq!(timeouts_not_zero(good), None);
+        let bad = good.replace("--entry-timeout=0", "--entry-timeout=1");
+        assert_eq!(
+            timeouts_not_zero(&bad).as_deref(),
+            Some("runs with entry-timeout=1")
+        );
+        let missing = good.replace(" --negative-timeout=0", "");
+        assert!(
+            timeouts_not_zero(&missing).is_some_and(|s| s.contains("without negative-timeout=0"))
+        );
+        assert_eq!(
+            timeouts_not_zero(&good.replace("timeout=0 ", "timeout=0.0 ")),
+            None
+        );
     }
 
     #[test]

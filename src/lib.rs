@@ -259,6 +259,22 @@ fn open_store(
             mount.fs_type,
             mount.mount_point.display()
         );
+        if mount.fs_type == "fuse.glusterfs" {
+            match filesystem::gluster_incoherence(&mount.mount_point) {
+                Ok(None) => {}
+                Ok(Some(setting)) => {
+                    return Err(RunError::Filesystem(filesystem::Refusal::Incoherent {
+                        dir: canonical,
+                        mount_point: mount.mount_point,
+                        setting,
+                    }));
+                }
+                Err(e) => log::warn!(
+                    "cannot read {}/.meta to check that the GlusterFS mount does not cache ({e}); lockd relies on --cluster-fs: check it as docs/cluster.md says",
+                    mount.mount_point.display()
+                ),
+            }
+        }
     }
     let (store, report) = Store::open(&canonical).map_err(RunError::Store)?;
     store.probe().map_err(RunError::Store)?;

@@ -294,6 +294,237 @@ pub fn unsent_bytes(fd: RawFd) -> io::Result<usize> {
     usize::try_from(queued).map_err(|_| io::Error::other("negative SIOCOUTQ"))
 }
 
+/// Try to take an open file description (OFD) lock on the byte
+/// `offset` of `file`, shared or exclusive, without waiting: `Ok(false)` if
+/// another open file description holds a conflicting lock. OFD locks belong
+/// to the open file, not to the process: two descriptions of one file in
+/// one process exclude each other, and closing any other descriptor of the
+/// file releases nothing. They are byte-range (`fcntl`) locks, so on NFS
+/// and FUSE filesystems they are sent to the server like `flock`, but they
+/// never conflict with an `flock` on the same file on a local filesystem;
+/// on NFS `flock` is emulated with whole-file `fcntl` locks, so keep the two
+/// on different files.
+pub fn ofd_try_lock(file: BorrowedFd<'_>, offset: u64, exclusive: bool) -> io::Result<bool> {
+    let start = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "lock offset too large"))?;
+    let kind = if exclusive {
+        libc::F_WRLCK
+    } else {
+        libc::F_RDLCK
+    };
+    match ofd_setlk(file, kind, start, 1) {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Release the OFD locks this open file description holds on the `len`
+/// bytes of `file` from `offset` (0: up to the end of any file).
+pub fn ofd_unlock(file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "lock range too large");
+    let start = libc::off_t::try_from(offset).map_err(|_| too_large())?;
+    let len = libc::off_t::try_from(len).map_err(|_| too_large())?;
+    ofd_setlk(file, libc::F_UNLCK, start, len)
+}
+
+fn ofd_setlk(
+    file: BorrowedFd<'_>,
+    kind: i32,
+    start: libc::off_t,
+    len: libc::off_t,
+) -> io::Result<()> {
+    // SAFETY: flock is plain data; zeroed, l_pid is 0 as OFD locks require.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = start;
+    lock.l_len = len;
+    loop {
+        // SAFETY: F_OFD_SETLK on a descriptor the caller holds open, with a
+        // flock owned here; a descriptor that cannot be locked fails with an
+        // errno.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+fn c_name(name: &std::ffi::OsStr) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a file name with a NUL byte"))
+}
+
+/// The result of a system call that returns -1 and sets errno on failure.
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Open `name` in the directory `dir` (openat(2)): the directory is not
+/// looked up again by its path, which on a FUSE or NFS mount without
+/// caching costs a round trip to the server for each component. `flags` are
+/// open(2)'s; `O_CLOEXEC` is always added.
+pub fn open_at(
+    dir: BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let name = c_name(name)?;
+    // SAFETY: a descriptor the caller holds open and a NUL-terminated name
+    // owned here; the mode is read only with O_CREAT.
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            libc::c_uint::from(mode),
+        )
+    })?;
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// `link(2)` of `old` to `new`, both in the directory `dir`.
+pub fn link_at(
+    dir: BorrowedFd<'_>,
+    old: &std::ffi::OsStr,
+    new: &std::ffi::OsStr,
+) -> io::Result<()> {
+    let (old, new) = (c_name(old)?, c_name(new)?);
+    // SAFETY: a descriptor the caller holds open and two NUL-terminated
+    // names owned here; no flags (symbolic links are not followed).
+    check(unsafe {
+        libc::linkat(
+            dir.as_raw_fd(),
+            old.as_ptr(),
+            dir.as_raw_fd(),
+            new.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// `unlink(2)` of `name` in the directory `dir`.
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &std::ffi::OsStr) -> io::Result<()> {
+    let name = c_name(name)?;
+    // SAFETY: a descriptor the caller holds open and a name owned here.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
+}
+
+/// `rename(2)` of `old` to `new`, both in the directory `dir`.
+pub fn rename_at(
+    dir: BorrowedFd<'_>,
+    old: &std::ffi::OsStr,
+    new: &std::ffi::OsStr,
+) -> io::Result<()> {
+    let (old, new) = (c_name(old)?, c_name(new)?);
+    // SAFETY: a descriptor the caller holds open and two names owned here.
+    check(unsafe { libc::renameat(dir.as_raw_fd(), old.as_ptr(), dir.as_raw_fd(), new.as_ptr()) })
+        .map(drop)
+}
+
+/// Whether `name` exists in the directory `dir` (following a symbolic
+/// link, as `Path::exists` does): `Ok(false)` only for `ENOENT`.
+pub fn exists_at(dir: BorrowedFd<'_>, name: &std::ffi::OsStr) -> io::Result<bool> {
+    let name = c_name(name)?;
+    // SAFETY: stat is plain data that fstatat fills in.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a descriptor the caller holds open, a name and a buffer
+    // owned here.
+    match check(unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut stat, 0) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether an open file is a regular file, and its modification time, as
+/// the kernel last saw them (statx(2) with `AT_STATX_DONT_SYNC`): on a FUSE
+/// or NFS mount without attribute caching, `fstat` asks the server again,
+/// while the lookup that opened the file has just brought both. A file's
+/// type never changes.
+pub fn cached_kind_and_mtime(file: BorrowedFd<'_>) -> io::Result<(bool, std::time::SystemTime)> {
+    // SAFETY: statx is plain data that statx(2) fills in.
+    let mut stat: libc::statx = unsafe { std::mem::zeroed() };
+    let empty = c"";
+    // SAFETY: a descriptor the caller holds open, an empty NUL-terminated
+    // path (AT_EMPTY_PATH: the descriptor itself) and a buffer owned here.
+    check(unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_TYPE | libc::STATX_MTIME,
+            &mut stat,
+        )
+    })?;
+    let is_file = u32::from(stat.stx_mode) & libc::S_IFMT == libc::S_IFREG;
+    let seconds = stat.stx_mtime.tv_sec;
+    let nanos = Duration::from_nanos(u64::from(stat.stx_mtime.tv_nsec));
+    let mtime = if seconds >= 0 {
+        std::time::UNIX_EPOCH + Duration::from_secs(seconds.unsigned_abs()) + nanos
+    } else {
+        std::time::UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs()) + nanos
+    };
+    Ok((is_file, mtime))
+}
+
+/// Which directory `path` is, mount included: device, inode and mount id
+/// (statx(2), `STATX_MNT_ID`; 0 where the kernel does not say). The mount
+/// tells a directory from itself seen through another mount on top, e.g. a
+/// read-only bind mount: a descriptor opened before still writes through
+/// the mount it was opened on. None of the three can change for what a
+/// path resolved to, so the kernel is not asked to fetch fresh attributes
+/// (`AT_STATX_DONT_SYNC`): on a FUSE mount without attribute caching that
+/// saves a round trip; the lookup of the path itself still goes to the
+/// server.
+pub fn directory_identity(path: &std::path::Path) -> io::Result<(u64, u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    identity(libc::AT_FDCWD, &path, libc::AT_STATX_DONT_SYNC)
+}
+
+/// [`directory_identity`] of an open directory.
+pub fn open_identity(file: BorrowedFd<'_>) -> io::Result<(u64, u64, u64)> {
+    identity(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+}
+
+fn identity(dir: RawFd, path: &std::ffi::CStr, flags: libc::c_int) -> io::Result<(u64, u64, u64)> {
+    // SAFETY: statx is plain data that statx(2) fills in.
+    let mut stat: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a descriptor (or AT_FDCWD), a NUL-terminated path and a
+    // buffer, all valid for the call.
+    check(unsafe {
+        libc::statx(
+            dir,
+            path.as_ptr(),
+            flags,
+            libc::STATX_INO | libc::STATX_MNT_ID,
+            &mut stat,
+        )
+    })?;
+    let mount = if stat.stx_mask & libc::STATX_MNT_ID != 0 {
+        stat.stx_mnt_id
+    } else {
+        0
+    };
+    let dev = (u64::from(stat.stx_dev_major) << 32) | u64::from(stat.stx_dev_minor);
+    Ok((dev, stat.stx_ino, mount))
+}
+
 /// CPU time this process has used so far, all threads, user and system.
 pub fn cpu_time() -> io::Result<Duration> {
     // SAFETY: rusage is plain data that getrusage fills in.

@@ -124,7 +124,47 @@ impl Volume {
         .unwrap_or_else(|| panic!("no brick process for {path}"))
     }
 
-    /// lockd with `--cluster-fs` on mount `i`'s view of the lock directory.    /// lockd with `--cluster-fs` on mount `i`'s view of the lock directory.
+    /// The network namespace glusterd runs in.
+    fn namespace(&self) -> String {
+        let state = std::fs::read_to_string(self.work.path().join("state")).unwrap();
+        state
+            .lines()
+            .find_map(|l| l.strip_prefix("ns="))
+            .unwrap()
+            .to_owned()
+    }
+
+    /// `gluster volume set lockd OPTION VALUE`; the active graph of every
+    /// mount changes at once. Waits until mount 1's graph shows it.
+    fn set(&self, option: &str, value: &str) {
+        let socket = self.work.path().join("glusterd.socket");
+        let log = self.work.path().join("log/cli.log");
+        let output = support::run(
+            Command::new("ip")
+                .args(["netns", "exec", &self.namespace()])
+                .args(["gluster", "--mode=script"])
+                .arg(format!("--glusterd-sock={}", socket.display()))
+                .arg(format!("--log-file={}", log.display()))
+                .args(["volume", "set", "lockd", option, value]),
+        );
+        assert!(output.status.success(), "{option} {value}: {output:?}");
+        // The client switches graphs shortly after glusterd tells it.
+        let wanted = value == "on";
+        let translator = match option {
+            "performance.stat-prefetch" => "md-cache",
+            other => other.trim_start_matches("performance."),
+        };
+        for _ in 0..100 {
+            let graph = support::files_in(&self.mounts[0].join(".meta/graphs/active"));
+            if graph.iter().any(|t| t.ends_with(&format!("-{translator}"))) == wanted {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{option} {value}: the mount's graph did not change within 10 s");
+    }
+
+    /// lockd with `--cluster-fs` on mount `i`'s view of the lock directory.
     fn daemon(&self, i: usize) -> Daemon {
         Daemon::start_with(Options {
             dir: Some(self.lock_dir(i)),
@@ -548,17 +588,21 @@ fn busy_client(addr: SocketAddr, c: usize, stop: &AtomicBool) -> (usize, usize, 
     (answered, failed, late)
 }
 
-/// A lockd stopped with SIGSTOP while it holds `lockd.lock`: the lockd on
-/// the other mount fails calls after its bounded wait (10 s) with a fault
-/// that says another process holds the directory and nothing was changed,
-/// instead of hanging; after SIGCONT, service resumes by itself.
+/// A lockd stopped with SIGSTOP in the middle of a change: it holds
+/// `lockd.lock` (shared, as every lockd's lock and unlock) and the byte of
+/// `lockd.ranges` of the resource it is changing. The lockd on the other
+/// mount goes on serving every other resource at once; a call on that
+/// resource, and a `fence` (which takes `lockd.lock` exclusively), fail
+/// after the bounded wait (10 s) with a fault that says another process
+/// holds the file and nothing was changed, instead of hanging; after
+/// SIGCONT, service resumes by itself.
 ///
-/// The stopped lockd holds `lockd.lock` for real: it is stopped while busy
-/// (clients lock and unlock through it without pause; on GlusterFS each
-/// check-and-change holds the flock for a few round trips) until an
-/// `flock -n` on the other mount finds the directory lock taken, i.e. the
-/// stop fell inside a check-and-change. Otherwise it is resumed and stopped
-/// again; no stand-in process holds the lock.
+/// The stopped lockd holds both for real: it is stopped while busy
+/// (clients lock and unlock through it without pause) until, seen from the
+/// other mount, an `flock -n` finds `lockd.lock` taken and a byte-range
+/// lock finds the byte of one of its resources taken, i.e. the stop fell
+/// inside an unlock. Otherwise it is resumed and stopped again; no
+/// stand-in process holds the locks.
 #[test]
 fn a_stopped_daemon_holding_the_directory_lock_fails_calls_then_service_resumes() {
     let test = "a_stopped_daemon_holding_the_directory_lock_fails_calls_then_service_resumes";
@@ -569,73 +613,103 @@ fn a_stopped_daemon_holding_the_directory_lock_fails_calls_then_service_resumes(
     let other = volume.daemon(1);
     let stop = Arc::new(AtomicBool::new(false));
     // Every call is answered. A call that waited out the stop behind the
-    // one holding lockd.lock has waited longer than the bounded wait, and
+    // one holding the locks has waited longer than the bounded wait, and
     // may fail as the other lockd's calls do; then the next is refused.
     let clients = keep_busy(stopped.addr, &stop, |text| text.contains("still held"));
-    let tries = stop_while_holding(&stopped, &volume.lock_dir(1).join("lockd.lock"));
-    eprintln!("stopped lockd caught holding lockd.lock at stop {tries}");
+    let lock_file = volume.lock_dir(1).join("lockd.lock");
+    let ranges = volume.lock_dir(1).join("lockd.ranges");
+    let mut held = None;
+    let tries = stop_until(&stopped, || {
+        if !is_locked(&lock_file) {
+            return false;
+        }
+        held = (0..4).find(|c| byte_is_locked(&ranges, &format!("busy{c}")));
+        held.is_some()
+    });
+    let Some(c) = held else {
+        unreachable!("stop_until returns once a byte is held")
+    };
+    let (name, holder) = (format!("busy{c}"), format!("client{c}"));
+    eprintln!("stopped lockd caught in a change of {name} at stop {tries}");
 
-    // Calls on the other mount (and a second one at once) fail, not hang.
+    // The resource it holds, and a fence, fail on the other mount, not hang.
     let started = Instant::now();
-    let callers: Vec<_> = ["vm1", "vm2"]
-        .into_iter()
-        .map(|name| {
-            let addr = other.addr;
-            thread::spawn(move || {
-                let mut rpc = Rpc::new(addr);
-                let outcome = rpc.call("lock", &[name, "node1"]).unwrap();
-                (outcome, Instant::now())
-            })
+    let callers: Vec<_> = [
+        ("unlock", vec![name.clone(), holder.clone()], "lockd.ranges"),
+        (
+            "fence",
+            vec!["nobody".to_owned(), "test".to_owned()],
+            "lockd.lock",
+        ),
+    ]
+    .into_iter()
+    .map(|(method, params, file)| {
+        let addr = other.addr;
+        thread::spawn(move || {
+            let mut rpc = Rpc::new(addr);
+            let params: Vec<&str> = params.iter().map(String::as_str).collect();
+            let outcome = rpc.call(method, &params).unwrap();
+            (method, file, outcome, Instant::now())
         })
-        .collect();
-    let health = support::curl(&["-i", &format!("{}/health", other.url())]);
-    // A call that only reads, while the other lockd's calls wait.
+    })
+    .collect();
+    // Meanwhile every other resource is served at once, changes included.
     thread::sleep(Duration::from_millis(500));
-    let read_started = Instant::now();
-    let status = Rpc::new(other.addr).call("status", &["vm3"]).unwrap();
-    let read_took = read_started.elapsed();
+    let served = Instant::now();
+    let mut rpc = Rpc::new(other.addr);
+    assert!(rpc.call("lock", &["vm1", "node1"]).unwrap().is_nil());
+    assert!(rpc.call("unlock", &["vm1", "node1"]).unwrap().is_nil());
+    let status = rpc.call("status", &["vm3"]).unwrap();
+    let served_in = served.elapsed();
     assert!(
         matches!(&status, Outcome::Value(s) if s.member("locked") == Some(&Value::Bool(false))),
         "{status:?}"
     );
-    eprintln!(
-        "while stopped, a status call on the other lockd took {:.1} s",
-        read_took.as_secs_f64()
+    assert!(
+        served_in < Duration::from_secs(3),
+        "other resources waited {served_in:?}"
     );
+    eprintln!(
+        "while stopped, a lock, an unlock and a status of other resources on the other lockd took {:.2} s",
+        served_in.as_secs_f64()
+    );
+    let health = support::curl(&["-i", &format!("{}/health", other.url())]);
     for caller in callers {
-        let (outcome, at) = caller.join().expect("caller");
+        let (method, file, outcome, at) = caller.join().expect("caller");
         let waited = at - started;
         let Outcome::Fault(code, text) = &outcome else {
-            panic!("a call succeeded while lockd.lock was held: {outcome:?}")
+            panic!("{method} succeeded while {file} was held: {outcome:?}")
         };
         assert_eq!(*code, -32603, "{text}");
         assert!(
-            text.contains("lockd.lock")
+            text.contains(file)
                 && text.contains("still held by another process")
                 && text.contains("nothing was changed"),
-            "{text}"
+            "{method}: {text}"
         );
         assert!(
             waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
-            "failed after {waited:?}"
+            "{method} failed after {waited:?}"
         );
-        eprintln!("while stopped, after {:.1} s: {text}", waited.as_secs_f64());
+        eprintln!(
+            "while stopped, {method} failed after {:.1} s: {text}",
+            waited.as_secs_f64()
+        );
     }
     eprintln!(
         "/health of the other lockd meanwhile: {}",
         health.lines().next().unwrap_or_default()
-    );
-    let status = Rpc::new(other.addr).call("status", &["vm1"]).unwrap();
-    assert!(
-        matches!(&status, Outcome::Value(s) if s.member("locked") == Some(&Value::Bool(false))),
-        "{status:?}"
     );
 
     lockd::sys::kill(stopped.pid(), libc::SIGCONT).unwrap();
     let resumed = Instant::now();
     let mut rpc = Rpc::new(other.addr);
     rpc.guard = Duration::from_secs(15);
-    assert!(rpc.call("lock", &["vm1", "node1"]).unwrap().is_nil());
+    let fenced = rpc.call("fence", &["nobody", "test"]).unwrap();
+    assert!(
+        matches!(&fenced, Outcome::Value(Value::Array(l)) if l.is_empty()),
+        "{fenced:?}"
+    );
     let took = resumed.elapsed();
     assert!(took < Duration::from_secs(5), "resumed after {took:?}");
     stop.store(true, Ordering::Relaxed);
@@ -643,9 +717,24 @@ fn a_stopped_daemon_holding_the_directory_lock_fails_calls_then_service_resumes(
         client.join().expect("client thread");
     }
     eprintln!(
-        "after SIGCONT the other lockd granted in {:.3} s; the stopped one's clients finished",
+        "after SIGCONT the other lockd fenced in {:.3} s; the stopped one's clients finished",
         took.as_secs_f64()
     );
+}
+
+/// Whether the byte of `lockd.ranges` (at `path`) that stands for the
+/// resource `name` is locked by another open file: a byte-range lock tried
+/// through a description of its own.
+fn byte_is_locked(path: &Path, name: &str) -> bool {
+    use std::os::fd::AsFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let offset = lockd::store::name_offset(name.as_bytes());
+    let taken = lockd::sys::ofd_try_lock(file.as_fd(), offset, true).unwrap();
+    !taken
 }
 
 /// Four clients locking and unlocking resources of their own through the
@@ -684,16 +773,22 @@ fn keep_busy(
 /// while it holds `lockd.lock` (`lock_file`, as another mount shows it):
 /// how many stops it took.
 fn stop_while_holding(daemon: &Daemon, lock_file: &Path) -> usize {
+    stop_until(daemon, || is_locked(lock_file))
+}
+
+/// Stop the busy `daemon` (SIGSTOP) at random moments until `caught` says
+/// it was stopped in the state wanted: how many stops it took.
+fn stop_until(daemon: &Daemon, mut caught: impl FnMut() -> bool) -> usize {
     let mut rng = Prng::new(proof::seed("cluster-stop"));
-    for tries in 1..=100 {
+    for tries in 1..=200 {
         thread::sleep(Duration::from_millis(20 + rng.below(80)));
         lockd::sys::kill(daemon.pid(), libc::SIGSTOP).unwrap();
-        if is_locked(lock_file) {
+        if caught() {
             return tries;
         }
         lockd::sys::kill(daemon.pid(), libc::SIGCONT).unwrap();
     }
-    panic!("in 100 stops the busy lockd never held lockd.lock");
+    panic!("in 200 stops the busy lockd was never caught as wanted");
 }
 
 /// A node's Gluster client dies (SIGKILL of its FUSE process) while that
@@ -801,6 +896,63 @@ fn lockd_refuses_an_unmarked_gluster_mount() {
         "{log}"
     );
     assert!(!log.contains("listening"), "{log}");
+}
+
+/// With `--cluster-fs`, lockd still refuses a GlusterFS mount whose client
+/// caches, as its `.meta` shows: a mount made without the kernel cache
+/// timeouts at 0, and (on a coherent mount) a volume whose caching
+/// translators are switched on; each refusal names the setting and
+/// docs/cluster.md. Set back, the same mount is accepted.
+#[test]
+fn lockd_refuses_an_incoherent_gluster_mount() {
+    let test = "lockd_refuses_an_incoherent_gluster_mount";
+    let Some(volume) = Volume::up(test, 1) else {
+        return;
+    };
+    let start = |dir: &Path| {
+        let mut process = Process::spawn(
+            support::clean_command(LOCKD)
+                .arg("--cluster-fs")
+                .arg("--dir")
+                .arg(dir)
+                .args(["--listen", "127.0.0.1:0"]),
+        );
+        let status = process.wait_exit();
+        (status.code(), process.log())
+    };
+    let refused = |dir: &Path, setting: &str| {
+        let (code, log) = start(dir);
+        assert_eq!(code, Some(1), "{log}");
+        assert!(
+            log.contains(setting) && log.contains("docs/cluster.md"),
+            "{setting}: {log}"
+        );
+        assert!(!log.contains("listening"), "{log}");
+        eprintln!("{}", log.lines().last().unwrap_or_default());
+    };
+    // A mount with Gluster's default kernel caching (1 s each).
+    let plain = volume.work.path().join("m9");
+    std::fs::create_dir(&plain).unwrap();
+    let mounted = support::run(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", volume.namespace()))
+            .args(["mount", "-t", "glusterfs", "127.0.0.2:/lockd"])
+            .arg(&plain),
+    );
+    assert!(mounted.status.success(), "{mounted:?}");
+    refused(&plain.join("locks"), "attribute-timeout");
+    // The volume's caches, switched on while the coherent mount is mounted.
+    for (option, translator) in [
+        ("performance.quick-read", "quick-read"),
+        ("performance.stat-prefetch", "md-cache"),
+    ] {
+        volume.set(option, "on");
+        refused(&volume.lock_dir(0), translator);
+        volume.set(option, "off");
+    }
+    let daemon = volume.daemon(0);
+    let mut rpc = Rpc::new(daemon.addr);
+    assert!(rpc.call("lock", &["vm1", "node1"]).unwrap().is_nil());
 }
 
 /// Two lockd with the same process id on two nodes (each the first process

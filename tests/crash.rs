@@ -162,7 +162,7 @@ fn run_client(
 fn check(daemon: &Daemon, views: &[Arc<Mutex<View>>], round: u64) {
     let mut holders: HashMap<usize, String> = HashMap::new();
     for file in daemon.lock_files() {
-        if file == "lockd.lock" {
+        if file == "lockd.lock" || file == "lockd.ranges" {
             continue;
         }
         let resource = file

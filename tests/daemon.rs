@@ -36,7 +36,7 @@ fn seed_session_from_python_on_both_paths() {
     seed_session(&format!("{}/RPC2", daemon.url()));
     assert_eq!(
         daemon.lock_files(),
-        ["lockd.lock"],
+        ["lockd.lock", "lockd.ranges"],
         "every lock was released and no temporary file is left"
     );
 }
@@ -149,7 +149,7 @@ fn introspection_and_multicall() {
         "{}",
         lines[11]
     );
-    assert_eq!(daemon.lock_files(), ["lockd.lock"]);
+    assert_eq!(daemon.lock_files(), ["lockd.lock", "lockd.ranges"]);
 }
 
 #[test]
@@ -235,7 +235,10 @@ fn a_legacy_directory_is_used_as_is() {
             "None"
         ]
     );
-    assert_eq!(daemon.lock_files(), ["lockd.lock", "my vm.resource.lock"]);
+    assert_eq!(
+        daemon.lock_files(),
+        ["lockd.lock", "lockd.ranges", "my vm.resource.lock"]
+    );
 }
 
 #[test]
@@ -273,11 +276,11 @@ fn hostile_names_stay_inside_the_directory() {
         "{out}"
     );
     let files = daemon.lock_files();
-    assert_eq!(files.len(), names.len() + 1, "{files:?}");
+    assert_eq!(files.len(), names.len() + 2, "{files:?}");
     assert!(
         files
             .iter()
-            .all(|f| f == "lockd.lock" || f.ends_with(".resource.lock")),
+            .all(|f| f == "lockd.lock" || f == "lockd.ranges" || f.ends_with(".resource.lock")),
         "{files:?}"
     );
     assert_eq!(
@@ -362,7 +365,10 @@ fn bad_calls_get_clear_faults_and_change_nothing() {
             "{line:?} does not start with {expected:?}"
         );
     }
-    assert_eq!(daemon.lock_files(), ["held.resource.lock", "lockd.lock"]);
+    assert_eq!(
+        daemon.lock_files(),
+        ["held.resource.lock", "lockd.lock", "lockd.ranges"]
+    );
 }
 
 #[test]
@@ -406,7 +412,7 @@ fn malformed_requests_get_interoperability_faults() {
         "</data></array></value>".repeat(50)
     );
     assert_eq!(fault_code(&deep), "-32600");
-    assert_eq!(daemon.lock_files(), ["lockd.lock"]);
+    assert_eq!(daemon.lock_files(), ["lockd.lock", "lockd.ranges"]);
 }
 
 #[test]
@@ -582,7 +588,10 @@ fn sigterm_stops_cleanly() {
         "{}",
         daemon.log()
     );
-    assert_eq!(daemon.lock_files(), ["lockd.lock", "r.resource.lock"]);
+    assert_eq!(
+        daemon.lock_files(),
+        ["lockd.lock", "lockd.ranges", "r.resource.lock"]
+    );
 }
 
 #[test]

@@ -44,9 +44,15 @@ impl Tmpfs {
         mount(&["-o", "remount,bind,ro"], &self.path).unwrap();
     }
 
-    /// Undo [`Tmpfs::read_only`].
+    /// Undo [`Tmpfs::read_only`]. Lazily: lockd, which follows its
+    /// directory onto the read-only mount, has files open there until its
+    /// next call sees the writable one again.
     fn read_write(&self) {
-        let status = Command::new("umount").arg(&self.path).status().unwrap();
+        let status = Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status()
+            .unwrap();
         assert!(status.success(), "umount {}", self.path.display());
     }
 }
@@ -119,9 +125,12 @@ fn a_read_only_directory_faults_and_recovers() {
     fs.read_only();
     let fault = call(&mut rpc, "lock", &["b", "n1"]);
     assert_internal(&fault, "/locks/", "Read-only file system");
+    // The read-only mount is seen at the directory's path: lockd opens the
+    // directory there again (its lockd.lock, for writing, fails) or writes
+    // a.resource.lock there; either way the fault says why.
     assert_internal(
         &call(&mut rpc, "unlock", &["a", "n1"]),
-        "a.resource.lock",
+        "/locks/",
         "Read-only file system",
     );
     assert!(daemon.wait_for_log("ERROR"), "no error in the log");
@@ -133,7 +142,10 @@ fn a_read_only_directory_faults_and_recovers() {
     fs.read_write();
     assert!(call(&mut rpc, "lock", &["b", "n1"]).is_nil());
     assert!(call(&mut rpc, "unlock", &["a", "n1"]).is_nil());
-    assert_eq!(daemon.lock_files(), ["b.resource.lock", "lockd.lock"]);
+    assert_eq!(
+        daemon.lock_files(),
+        ["b.resource.lock", "lockd.lock", "lockd.ranges"]
+    );
 }
 
 #[test]
@@ -158,7 +170,10 @@ fn a_full_filesystem_faults_and_recovers() {
     assert!(call(&mut rpc, "unlock", &["a", "n1"]).is_nil());
     std::fs::remove_file(&filler).unwrap();
     assert!(call(&mut rpc, "lock", &["b", "n2"]).is_nil());
-    assert_eq!(daemon.lock_files(), ["b.resource.lock", "lockd.lock"]);
+    assert_eq!(
+        daemon.lock_files(),
+        ["b.resource.lock", "lockd.lock", "lockd.ranges"]
+    );
 }
 
 /// Lock files are the truth: one edited by hand names its new holder, one
@@ -281,6 +296,9 @@ fn the_directory_removed_under_a_running_daemon() {
     assert!(daemon.wait_for_log("was replaced"), "no warning in the log");
     // lockd.lock is made anew in the new directory, so other daemons on it
     // are excluded again, and fsyncs go to the new directory.
-    assert_eq!(daemon.lock_files(), ["b.resource.lock", "lockd.lock"]);
+    assert_eq!(
+        daemon.lock_files(),
+        ["b.resource.lock", "lockd.lock", "lockd.ranges"]
+    );
     assert!(call(&mut rpc, "unlock", &["b", "n1"]).is_nil());
 }

@@ -132,6 +132,15 @@ fn the_order_checker_catches_early_replies() {
 2 sendto(6<socket:[1]>, \"HTTP/1.1 200 OK\\r\\n\"..., 259, MSG_NOSIGNAL, NULL, 0) = 259
 ";
     assert!(check_lock_order(&parse_trace(good), dir).is_ok());
+    // The same through the directory's descriptor.
+    let at = good
+        .replace("openat(AT_FDCWD</>, \"/d/.lockd", "openat(3</d>, \".lockd")
+        .replace(
+            "linkat(AT_FDCWD</>, \"/d/.lockd-1-0.tmp\", AT_FDCWD</>, \"/d/r1",
+            "linkat(3</d>, \".lockd-1-0.tmp\", 3</d>, \"r1",
+        );
+    assert!(at.contains("linkat(3</d>, \".lockd"), "{at}");
+    assert!(check_lock_order(&parse_trace(&at), dir).is_ok());
     let lines: Vec<&str> = good.lines().collect();
     let early_reply = [&lines[..5], &lines[7..], &lines[5..7]].concat().join("\n");
     let error = check_lock_order(&parse_trace(&early_reply), dir).unwrap_err();
@@ -237,6 +246,32 @@ fn check_unlock_order(calls: &[Syscall], dir: &Path) -> Result<String, String> {
     ))
 }
 
+/// A name given relative to a directory descriptor (`linkat(5</d>,
+/// "r1.resource.lock", …)`, as lockd reaches its files) written as the
+/// path it stands for (`"/d/r1.resource.lock"`), so that the checks see
+/// one form whatever call lockd used.
+fn absolute_paths(args: &str) -> String {
+    let mut out = String::with_capacity(args.len());
+    let mut rest = args;
+    while let Some(at) = rest.find(">, \"") {
+        let (before, after) = rest.split_at(at + 4);
+        out.push_str(before);
+        rest = after;
+        let dir = before[..at]
+            .rfind('<')
+            .map(|start| &before[start + 1..at])
+            .filter(|dir| dir.starts_with('/'));
+        if let Some(dir) = dir
+            && !rest.starts_with('/')
+        {
+            out.push_str(dir.trim_end_matches('/'));
+            out.push('/');
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Read `strace -f -y` output into calls, joining `<unfinished ...>` lines
 /// with their `<... resumed>` returns.
 fn parse_trace(text: &str) -> Vec<Syscall> {
@@ -281,7 +316,12 @@ fn parse_trace(text: &str) -> Vec<Syscall> {
         };
         calls.push(Syscall {
             name: name.to_owned(),
-            args,
+            // openat, linkat, unlinkat, renameat2: names after descriptors.
+            args: if name.ends_with("at") || name.ends_with("at2") {
+                absolute_paths(&args)
+            } else {
+                args
+            },
             ret,
             entry: index,
             exit: index,

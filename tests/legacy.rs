@@ -327,7 +327,7 @@ fn a_legacy_directory_migrates_with_every_lock_held() {
         );
         assert_eq!(lines[NAMES.len() + i], "None", "{name:?}");
     }
-    assert_eq!(daemon.lock_files(), ["lockd.lock"]);
+    assert_eq!(daemon.lock_files(), ["lockd.lock", "lockd.ranges"]);
 }
 
 #[test]

@@ -99,7 +99,7 @@ fn lock_and_unlock_with_lockds_refusals() {
         (refused.code, refused.stderr.as_str()),
         (Some(1), "lockcmd: Resource not locked\n")
     );
-    assert_eq!(daemon.lock_files(), ["lockd.lock"]);
+    assert_eq!(daemon.lock_files(), ["lockd.lock", "lockd.ranges"]);
 }
 
 #[test]
@@ -246,7 +246,7 @@ fn usage_errors_exit_2_and_help_exits_0() {
         expect(&lockcmd(server, &["list"]), 2, "");
     }
     // A command line that names nothing of lockd's touches nothing.
-    assert_eq!(daemon.lock_files(), ["lockd.lock"]);
+    assert_eq!(daemon.lock_files(), ["lockd.lock", "lockd.ranges"]);
     let help = run(&mut command(&["--help"]));
     assert_eq!(help.code, Some(0), "{help:?}");
     for text in ["Exit status", "69", "75", "128+N", "stays held", "--wait"] {
@@ -269,7 +269,7 @@ fn an_invalid_call_exits_65() {
         65,
         "white space",
     );
-    assert_eq!(daemon.lock_files(), ["lockd.lock"]);
+    assert_eq!(daemon.lock_files(), ["lockd.lock", "lockd.ranges"]);
 }
 
 #[test]
@@ -638,7 +638,10 @@ fn run_passes_the_grant_to_the_command_and_releases_that_grant() {
         out.stdout, "vm1 node1 2\n",
         "the next grant, a larger token"
     );
-    assert_eq!(daemon.lock_files(), ["lockd.lock", "vm1.resource.last"]);
+    assert_eq!(
+        daemon.lock_files(),
+        ["lockd.lock", "lockd.ranges", "vm1.resource.last"]
+    );
 }
 
 /// An address nothing listens on: a port below the ephemeral range, which

@@ -187,7 +187,7 @@ fn load_generator_checks_every_reply_in_both_modes() {
     assert_eq!(field(&contended, "errors"), 0.0, "{contended}");
     assert!(field(&contended, "cycles") > 0.0, "{contended}");
     // Every client released what it held when the run ended.
-    assert_eq!(daemon.lock_files(), ["lockd.lock"]);
+    assert_eq!(daemon.lock_files(), ["lockd.lock", "lockd.ranges"]);
 }
 
 #[test]

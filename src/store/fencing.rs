@@ -29,8 +29,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use super::record::{Grant, grant_text, read_lock_file};
-use super::{Error, Found, Guard, Linked, Lock, Observed, Refusal, Store, create_durable};
+use super::record::{Grant, grant_text};
+use super::{
+    Error, Found, Guard, Linked, Lock, Observed, Refusal, Scope, Store, file_name, name_offset,
+    name_offsets,
+};
 use crate::clock::Utc;
 use crate::names::{self, LOCK_SUFFIX, NameError};
 
@@ -115,14 +118,21 @@ impl Store {
             return Observed::failed(Error::Name(error));
         }
         let mut checked = Vec::with_capacity(resources.len());
+        let mut offsets = Vec::new();
         for resource in resources {
             let stems = names::stems(resource)
                 .map_err(Error::Name)
                 .and_then(|stems| self.check_subdirectory(resource, stems));
             match stems {
-                Ok(stems) => checked.push((resource.clone(), stems)),
+                Ok(stems) => {
+                    offsets.extend(name_offsets(resource, &stems));
+                    checked.push((resource.clone(), stems));
+                }
                 Err(error) => return Observed::failed(error),
             }
+        }
+        if let Err(error) = self.current_directory() {
+            return Observed::failed(error);
         }
         // Tokens are read and content files written outside the guard (no
         // fsync under it); a release that comes in between is seen under the
@@ -132,15 +142,15 @@ impl Store {
                 Ok(prepared) => prepared,
                 Err(error) => return Observed::failed(error),
             };
-            let guard = match self.guard() {
+            let guard = match self.guard(Scope::Names(offsets.clone())) {
                 Ok(guard) => guard,
                 Err(error) => {
-                    remove_contents(&prepared);
+                    self.remove_contents(&prepared);
                     return Observed::failed(error);
                 }
             };
             let outcome = self.commit(guard, &prepared, client, batch.as_deref());
-            remove_contents(&prepared);
+            self.remove_contents(&prepared);
             match outcome {
                 Some(observed) => return observed,
                 None => continue,
@@ -170,7 +180,7 @@ impl Store {
             let token = match next {
                 Ok(token) => token,
                 Err(error) => {
-                    remove_contents(&prepared);
+                    self.remove_contents(&prepared);
                     return Err(error);
                 }
             };
@@ -180,11 +190,9 @@ impl Store {
                 batch: batch.map(str::to_owned),
             };
             let content = self.temp_path("");
-            if let Err(error) = create_durable(
-                &content,
-                grant_text(client, since, resource, &grant).as_bytes(),
-            ) {
-                remove_contents(&prepared);
+            let text = grant_text(client, since, resource, &grant);
+            if let Err(error) = self.at().create(&content, text.as_bytes(), None) {
+                self.remove_contents(&prepared);
                 return Err(error);
             }
             prepared.push(Prepared {
@@ -222,7 +230,7 @@ impl Store {
         }
         let mut linked: Vec<PathBuf> = Vec::with_capacity(prepared.len());
         for p in prepared {
-            let refusal = match self.link_if_free(&p.resource, &p.stems, &p.content) {
+            let refusal = match self.link_if_free(&p.resource, &p.stems, &p.content, true) {
                 Ok(Linked::Done) => {
                     linked.push(self.lock_path(&p.stems[0]));
                     continue;
@@ -231,24 +239,20 @@ impl Store {
                     resource: p.resource.clone(),
                     holder: record.holder,
                 }),
-                Ok(Linked::ContentGone) => {
-                    unlink_all(&linked);
+                Ok(Linked::ContentGone | Linked::NeedNames) => {
+                    self.unlink_all(&linked);
                     return None;
                 }
                 Err(error) => error,
             };
-            unlink_all(&linked);
+            self.unlink_all(&linked);
             return failed(refusal);
         }
         if let Some(batch) = batch {
             let marker = self.batch_marker(batch);
-            if let Err(e) = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&marker)
-            {
-                unlink_all(&linked);
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+            if let Err(e) = crate::sys::open_at(self.at().fd(), file_name(&marker), flags, 0o644) {
+                self.unlink_all(&linked);
                 return failed(Error::io("create", &marker, e));
             }
         }
@@ -268,12 +272,29 @@ impl Store {
         })
     }
 
+    fn remove_contents(&self, prepared: &[Prepared]) {
+        let at = self.at();
+        for p in prepared {
+            let _ = at.remove(&p.content);
+        }
+    }
+
+    fn unlink_all(&self, paths: &[PathBuf]) {
+        let at = self.at();
+        for path in paths {
+            let _ = at.remove(path);
+        }
+    }
+
     /// Whether `resource` is held by `client` under `token` right now.
     pub fn check(&self, resource: &str, client: &str, token: u32) -> Observed<bool> {
         let stems = match names::stems(resource) {
             Ok(stems) => stems,
             Err(error) => return Observed::failed(Error::Name(error)),
         };
+        if let Err(error) = self.current_directory() {
+            return Observed::failed(error);
+        }
         let result = self.find(resource, &stems).map(|found| {
             found.is_some_and(|f| {
                 f.own && f.record.holder == client && token != 0 && f.record.grant.token == token
@@ -307,6 +328,7 @@ impl Store {
                 }
             },
             |_| Ok(()),
+            false,
         )
         .map_result(|_| ())
     }
@@ -339,6 +361,7 @@ impl Store {
                 }
             },
             |lock| self.audit("break_lock", lock, why),
+            true,
         )
     }
 
@@ -350,12 +373,21 @@ impl Store {
         resource: &str,
         allowed: impl Fn(&Found) -> Result<(), Refusal>,
         after: impl FnOnce(&Lock) -> Result<(), Error>,
+        audited: bool,
     ) -> Observed<Lock> {
         let stems = match names::stems(resource) {
             Ok(stems) => stems,
             Err(error) => return Observed::failed(Error::Name(error)),
         };
-        let mut guard = match self.guard() {
+        if let Err(error) = self.current_directory() {
+            return Observed::failed(error);
+        }
+        let mut offsets = name_offsets(resource, &stems);
+        if audited {
+            // Appends to the audit trail from several nodes take turns.
+            offsets.push(name_offset(AUDIT_FILE.as_bytes()));
+        }
+        let mut guard = match self.guard(Scope::Names(offsets)) {
             Ok(guard) => guard,
             Err(error) => return Observed::failed(error),
         };
@@ -383,7 +415,10 @@ impl Store {
         if why.reason.trim().is_empty() {
             return Observed::failed(Error::Name(NameError::NoReason));
         }
-        let mut guard = match self.guard() {
+        if let Err(error) = self.current_directory() {
+            return Observed::failed(error);
+        }
+        let mut guard = match self.guard(Scope::Directory) {
             Ok(guard) => guard,
             Err(error) => return Observed::failed(error),
         };
@@ -415,18 +450,22 @@ impl Store {
     /// End a lock (under the guard): a lock with a token becomes its
     /// resource's last token; one without is removed.
     pub(super) fn retire(&self, found: &Found) -> Result<(), Error> {
+        let at = self.at();
         if found.record.grant.token == 0 {
-            return fs::remove_file(&found.path).map_err(|e| Error::io("remove", &found.path, e));
+            return at
+                .remove(&found.path)
+                .map_err(|e| Error::io("remove", &found.path, e));
         }
         let last = last_path(&found.path);
-        fs::rename(&found.path, &last).map_err(|e| Error::io("rename", &found.path, e))
+        at.rename(&found.path, &last)
+            .map_err(|e| Error::io("rename", &found.path, e))
     }
 
     /// The last token granted under `stem`: that of its `.resource.last`
     /// file, 0 if there is none.
     fn last_token(&self, stem: &str) -> Result<u32, Error> {
         let path = self.dir.join(format!("{stem}{LAST_SUFFIX}"));
-        match read_lock_file(&path) {
+        match self.at().read_lock_file(&path) {
             Ok(record) => Ok(record.grant.token),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(Error::io("read", &path, e)),
@@ -527,18 +566,6 @@ fn last_path(lock_file: &Path) -> PathBuf {
         .unwrap_or_default();
     let stem = name.strip_suffix(LOCK_SUFFIX).unwrap_or(&name);
     lock_file.with_file_name(format!("{stem}{LAST_SUFFIX}"))
-}
-
-fn remove_contents(prepared: &[Prepared]) {
-    for p in prepared {
-        let _ = fs::remove_file(&p.content);
-    }
-}
-
-fn unlink_all(paths: &[PathBuf]) {
-    for path in paths {
-        let _ = fs::remove_file(path);
-    }
 }
 
 #[cfg(test)]

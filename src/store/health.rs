@@ -6,7 +6,7 @@ use std::fs;
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use super::{Error, Store, create_durable};
+use super::{Error, Scope, Store, create_durable};
 use crate::names::LOCK_SUFFIX;
 
 impl Store {
@@ -28,12 +28,14 @@ impl Store {
             .map_err(|e| Error::io("fsync", &self.dir, e))
     }
 
-    /// Whether `lockd.lock` can be taken within `wait`: on a shared
-    /// directory, another process (a lockd on another node, stopped or cut
-    /// off) may keep it, and every call fails meanwhile. For `/health`; it
-    /// says nothing of this process, so it does not stop the watchdog.
+    /// Whether `lockd.lock` can be taken within `wait`, shared, as every
+    /// lock and unlock takes it: on a shared directory, another process
+    /// (gocept.lockd, or a lockd starting or fencing, on another node,
+    /// stopped or cut off) may keep it exclusively, and every call fails
+    /// meanwhile. For `/health`; it says nothing of this process, so it
+    /// does not stop the watchdog.
     pub fn directory_lock(&self, wait: Duration) -> Result<(), Error> {
-        self.guard_within(wait).map(drop)
+        self.guard_within(wait, Scope::Names(Vec::new())).map(drop)
     }
 
     /// When the oldest held lock was taken, for the metrics. Reads only the

@@ -18,12 +18,19 @@
 //! unlinks it.
 //!
 //! Every check-and-change runs under the process-wide mutex and an `flock` on
-//! `<dir>/lockd.lock` (as gocept.lockd did), so threads and other processes
-//! sharing the directory never grant a resource twice. Neither is held across
-//! an fsync: the directory is fsync'd afterwards by [`Store::sync`], once for
-//! every change made since the last sync (group commit). Each result carries
-//! the change number it observed; a reply may be sent once
-//! [`Store::is_durable`] says that change is on stable storage.
+//! `<dir>/lockd.lock`, so threads and other processes sharing the directory
+//! never grant a resource twice: exclusive for gocept.lockd (each of its
+//! calls) and for lockd's start-up and `fence`, shared for lockd's other
+//! changes, which exclude each other per resource with byte-range locks on
+//! `<dir>/lockd.ranges`, one byte per file name the change touches
+//! ([`name_offset`]; a [`single_name`] `lock` needs none, `link` decides).
+//! Neither the mutex nor the bytes are held across an fsync: the directory
+//! is fsync'd afterwards by [`Store::sync`], once for every change made
+//! since the last sync (group commit). Each result carries the change
+//! number it observed; a reply may be sent once [`Store::is_durable`] says
+//! that change is on stable storage. Files are reached through the
+//! directory's descriptor (`openat`, `linkat`, …), which saves a lookup of
+//! the directory per file operation on a cluster filesystem.
 //!
 //! Content files are named `.lockd-<pid>-<random>-<n>.tmp` (the random part
 //! tells apart lockd on two nodes of a cluster filesystem that have the same
@@ -39,8 +46,9 @@ use std::fmt;
 use std::fs::TryLockError;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -64,6 +72,10 @@ enum Linked {
     InTheWay(Record),
     /// The content file is gone: another process's start-up removed it.
     ContentGone,
+    /// Taken without the resource's bytes of `lockd.ranges`, the name was
+    /// found taken by a lock file that may be going (half of an
+    /// `acquire_many`, or being released): take them and look again.
+    NeedNames,
 }
 
 /// A lock file that stands in the way of a resource.
@@ -77,8 +89,26 @@ struct Found {
 /// How long a call waits for another process's hold on `lockd.lock`.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
 
-/// The file locked around every check-and-change, shared with gocept.lockd.
+/// The file locked around every check-and-change, shared with gocept.lockd:
+/// exclusively by gocept.lockd and by lockd's start-up and `fence`, shared by
+/// every other change of lockd.
 pub const GLOBAL_LOCK_FILE: &str = "lockd.lock";
+
+/// The file whose bytes lockd processes lock (OFD byte-range locks) for the
+/// file names a change touches, one byte per name ([`name_offset`]): lockd
+/// processes sharing the directory exclude each other per resource, not
+/// per directory. Always empty; a separate file from `lockd.lock` because
+/// NFS emulates `flock` with a whole-file byte-range lock, which would
+/// conflict with these.
+pub const RANGES_FILE: &str = "lockd.ranges";
+
+/// How many bytes of [`RANGES_FILE`] names are spread over.
+const RANGE_SPACE: u64 = 1 << 32;
+
+/// How long a change gives way to an exclusive guard of its own process
+/// that waits for `lockd.lock` (held by another process), before it goes
+/// on anyway.
+const GIVE_WAY: Duration = Duration::from_millis(200);
 
 const TEMP_PREFIX: &str = ".lockd-";
 
@@ -294,7 +324,7 @@ pub struct OpenReport {
 pub struct Store {
     dir: PathBuf,
     /// The directory, open for fsync; replaced if the directory is.
-    dir_file: RwLock<Arc<File>>,
+    dir_file: RwLock<(Arc<File>, DirId)>,
     core: Mutex<Core>,
     synced: AtomicU64,
     /// Content files by client and resource.
@@ -304,13 +334,37 @@ pub struct Store {
     /// cluster filesystem, where lockd on two nodes may have the same one.
     instance: String,
     lock_wait: RwLock<Duration>,
+    /// Calls waiting for the mutex to take a guard: while there are any, a
+    /// guard that ends keeps the shared `flock` for the next (see
+    /// [`KEEP_SHARED`]).
+    guard_waiters: AtomicU64,
+    /// Calls of this process waiting for an exclusive guard: shared ones
+    /// stay out of their way meanwhile.
+    exclusive_waiters: AtomicU64,
+    /// When the last check of the directory's identity that succeeded
+    /// began (see [`Store::current_directory`]); held while one runs.
+    dir_checked: Mutex<Option<Instant>>,
 }
+
+/// How long a busy lockd keeps its shared `flock` of `lockd.lock` from one
+/// call to the next while calls are waiting, instead of letting go and
+/// taking it again (two round trips to the server on a cluster
+/// filesystem). It is then let go even if calls are waiting, so that
+/// gocept.lockd, a starting lockd or a `fence` (which take it exclusively)
+/// find it free now and then.
+const KEEP_SHARED: Duration = Duration::from_millis(10);
 
 struct Core {
     global_lock: File,
+    /// [`RANGES_FILE`], open for writing (an exclusive byte-range lock
+    /// needs it).
+    ranges: File,
     /// Device and inode of the directory `dir_file` and `global_lock` are in.
-    dir_id: (u64, u64),
+    dir_id: DirId,
     changes: u64,
+    /// Since when this process holds a shared `flock` of `global_lock`
+    /// between guards, if it does.
+    kept_shared: Option<Instant>,
 }
 
 /// A durable content file that new lock files of one client link to.
@@ -319,17 +373,118 @@ struct Content {
     path: PathBuf,
 }
 
-/// The process mutex and the directory's flock, released on drop.
+/// The process mutex and the directory's flock (and, for a change of some
+/// names, their bytes of `lockd.ranges`), released on drop; a shared flock
+/// may be kept for a call waiting for the mutex ([`KEEP_SHARED`]).
 struct Guard<'a> {
     core: MutexGuard<'a, Core>,
+    /// Whether the flock is shared.
+    shared: bool,
+    /// Whether bytes of `lockd.ranges` may be held.
+    names: bool,
+    waiters: &'a AtomicU64,
+}
+
+/// How long a guard may still wait, and the pause before the next try.
+struct Wait {
+    start: Instant,
+    wait: Duration,
+    pause: Duration,
+}
+
+impl Wait {
+    /// Pause before the next try, or fail with `timed_out(wait)` once the
+    /// wait is over.
+    fn pause_or_fail(&mut self, timed_out: impl FnOnce(Duration) -> Error) -> Result<(), Error> {
+        if self.start.elapsed() >= self.wait {
+            return Err(timed_out(self.wait));
+        }
+        std::thread::sleep(self.pause);
+        self.pause = (self.pause * 2).min(Duration::from_millis(5));
+        Ok(())
+    }
+}
+
+/// Counts down on drop.
+struct Decrement<'a>(&'a AtomicU64);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        // Closing the file would release it too; an error here leaves
+        // Closing the files would release them too; an error here leaves
         // nothing to do.
-        let _ = self.core.global_lock.unlock();
+        let keep = self.shared
+            && self.waiters.load(Ordering::Acquire) > 0
+            && self
+                .core
+                .kept_shared
+                .is_some_and(|since| since.elapsed() < KEEP_SHARED);
+        if self.names {
+            let _ = crate::sys::ofd_unlock(self.core.ranges.as_fd(), 0, 0);
+        }
+        if !keep {
+            self.core.kept_shared = None;
+            let _ = self.core.global_lock.unlock();
+        }
     }
+}
+
+/// What a check-and-change needs to exclude.
+enum Scope {
+    /// Everything: an exclusive `flock` of `lockd.lock` (start-up, `fence`),
+    /// as gocept.lockd takes it for each of its calls.
+    Directory,
+    /// The file names with these offsets in `lockd.ranges`, exclusively,
+    /// under a shared `flock` of `lockd.lock` (which keeps out gocept.lockd
+    /// and the exclusive changes above, and lets lockd processes in
+    /// together).
+    Names(Vec<u64>),
+}
+
+/// The byte of [`RANGES_FILE`] that stands for the file name `stem` (a lock
+/// file's name without `.resource.lock`, as bytes): FNV-1a, 64 bits, of the
+/// bytes, modulo 2^32. Every lockd sharing a directory must compute the same
+/// (docs/cluster.md); two names on one byte only wait for each other.
+pub fn name_offset(stem: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in stem {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash % RANGE_SPACE
+}
+
+/// Whether `link` alone can decide a `lock` of `resource` among lockd
+/// processes: its lock file has one name, which no other resource's lock
+/// may stand under except as its own lock file. Every name other than a
+/// resource's first stem is a percent-encoding (it has a `%`), and the
+/// Latin-1 name has bytes beyond ASCII; a first stem without either can
+/// only be some resource's first stem, and two lock files under one name
+/// are one `link` against the other. Other changes of the name (unlock,
+/// release, a batch) hold its byte of `lockd.ranges`, and a lock file they
+/// may be changing sends `lock` to take the byte too.
+fn single_name(resource: &str, stems: &[String]) -> bool {
+    stems.len() == 1
+        && stems[0].is_ascii()
+        && !stems[0].contains('%')
+        && names::latin1(resource).is_none()
+}
+
+/// The bytes of `lockd.ranges` a change of `resource` locks: one for each
+/// file name the change reads or writes, that is each of its `stems` (its
+/// lock file, its `.resource.last`) and the Latin-1 name it checks, so that
+/// two changes that share a file always share a byte.
+fn name_offsets(resource: &str, stems: &[String]) -> Vec<u64> {
+    let mut offsets: Vec<u64> = stems.iter().map(|s| name_offset(s.as_bytes())).collect();
+    if let Some(latin1) = names::latin1(resource) {
+        offsets.push(name_offset(&latin1));
+    }
+    offsets
 }
 
 /// `fs::create_dir_all` for the lock directory. EEXIST means something that
@@ -359,19 +514,24 @@ impl Store {
     pub fn open(dir: &Path) -> Result<(Store, OpenReport), Error> {
         create_dir(dir)?;
         let dir = fs::canonicalize(dir).map_err(|e| Error::io("resolve", dir, e))?;
-        let (dir_file, global_lock, dir_id) = open_dir(&dir)?;
+        let (dir_file, global_lock, ranges, dir_id) = open_dir(&dir)?;
         let store = Store {
             dir,
-            dir_file: RwLock::new(Arc::new(dir_file)),
+            dir_file: RwLock::new((Arc::new(dir_file), dir_id)),
             core: Mutex::new(Core {
                 global_lock,
+                ranges,
                 dir_id,
                 changes: 0,
+                kept_shared: None,
             }),
             synced: AtomicU64::new(0),
             contents: Mutex::new(HashMap::new()),
             instance: instance_name(),
             lock_wait: RwLock::new(DEFAULT_LOCK_WAIT),
+            guard_waiters: AtomicU64::new(0),
+            exclusive_waiters: AtomicU64::new(0),
+            dir_checked: Mutex::new(None),
         };
         let report = store.recover()?;
         Ok((store, report))
@@ -386,7 +546,7 @@ impl Store {
     /// looks at, so that a legacy daemon sharing the directory sees it.
     fn recover(&self) -> Result<OpenReport, Error> {
         let mut report = OpenReport::default();
-        let _guard = self.guard()?;
+        let _guard = self.guard(Scope::Directory)?;
         let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
         let mut removed = false;
         // acquire_many's markers, and those a lock file still needs.
@@ -509,41 +669,147 @@ impl Store {
     /// waited for at most [`Store::set_lock_wait`]: a process that holds it
     /// and does not go on (a lockd stopped, or on a node cut off, on a
     /// cluster filesystem) fails calls, it does not hang them.
-    fn guard(&self) -> Result<Guard<'_>, Error> {
+    fn guard(&self, scope: Scope) -> Result<Guard<'_>, Error> {
         let wait = *self
             .lock_wait
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        self.guard_within(wait)
+        self.guard_within(wait, scope)
     }
 
-    /// [`Store::guard`], waiting at most `wait` for the flock.
-    fn guard_within(&self, wait: Duration) -> Result<Guard<'_>, Error> {
-        // The wait counts from here: a call queued behind another call that
-        // is waiting for the `flock` has waited as long as that one when it
-        // gets the mutex, and then tries once.
-        let start = Instant::now();
-        let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
-        let path = || self.dir.join(GLOBAL_LOCK_FILE);
-        let mut pause = Duration::from_micros(50);
-        loop {
-            match core.global_lock.try_lock() {
-                Ok(()) => return Ok(Guard { core }),
-                Err(TryLockError::WouldBlock) if start.elapsed() < wait => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(5));
-                }
-                Err(TryLockError::WouldBlock) => {
-                    let waited = io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("still held by another process after {wait:?}"),
-                    );
-                    return Err(Error::io("lock", &path(), waited));
-                }
-                Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path(), e)),
+    /// [`Store::guard`], waiting at most `wait` for the flock and the
+    /// ranges together.
+    fn guard_within(&self, wait: Duration, scope: Scope) -> Result<Guard<'_>, Error> {
+        // The wait counts from here, and nobody waits holding the mutex:
+        // each try is made under it, the pauses between tries outside, so
+        // that a call waiting for a resource another node is changing (or
+        // for the directory) holds up no call on other resources.
+        let wait = Wait {
+            start: Instant::now(),
+            wait,
+            pause: Duration::from_micros(50),
+        };
+        match scope {
+            Scope::Directory => self.exclusive_guard(wait),
+            Scope::Names(mut offsets) => {
+                // In one order everywhere, so that two changes of several
+                // names never each hold a byte the other waits for.
+                offsets.sort_unstable();
+                offsets.dedup();
+                self.shared_guard(wait, &offsets)
             }
         }
+    }
+
+    /// A guard for a change of the names at `offsets`: the shared flock
+    /// (kept from an earlier guard, or taken), then the names' bytes.
+    fn shared_guard(&self, mut wait: Wait, offsets: &[u64]) -> Result<Guard<'_>, Error> {
+        loop {
+            // An exclusive guard of this process waits for the flock: let
+            // it, for a while (it may wait long for another process).
+            let busy = if self.exclusive_waiters.load(Ordering::Acquire) > 0
+                && wait.start.elapsed() < GIVE_WAY
+            {
+                GLOBAL_LOCK_FILE
+            } else {
+                self.guard_waiters.fetch_add(1, Ordering::AcqRel);
+                let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+                self.guard_waiters.fetch_sub(1, Ordering::AcqRel);
+                let mut guard = Guard {
+                    core,
+                    shared: true,
+                    names: !offsets.is_empty(),
+                    waiters: &self.guard_waiters,
+                };
+                match self.try_shared(&mut guard, offsets)? {
+                    None => return Ok(guard),
+                    // Dropped: what was taken is let go (the flock may be
+                    // kept for a call waiting for the mutex).
+                    Some(file) => file,
+                }
+            };
+            wait.pause_or_fail(|waited| self.timed_out(waited, busy))?;
+        }
+    }
+
+    /// One try of everything a shared guard needs: `Some(file)` names the
+    /// file another process holds.
+    fn try_shared(
+        &self,
+        guard: &mut Guard<'_>,
+        offsets: &[u64],
+    ) -> Result<Option<&'static str>, Error> {
+        if guard.core.kept_shared.is_none() {
+            loop {
+                match guard.core.global_lock.try_lock_shared() {
+                    Ok(()) => break,
+                    Err(TryLockError::WouldBlock) => return Ok(Some(GLOBAL_LOCK_FILE)),
+                    Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(TryLockError::Error(e)) => {
+                        return Err(Error::io("lock", &self.dir.join(GLOBAL_LOCK_FILE), e));
+                    }
+                }
+            }
+            guard.core.kept_shared = Some(Instant::now());
+        }
+        for &offset in offsets {
+            match crate::sys::ofd_try_lock(guard.core.ranges.as_fd(), offset, true) {
+                Ok(true) => {}
+                Ok(false) => return Ok(Some(RANGES_FILE)),
+                Err(e) => {
+                    // A write lock on a file opened for reading only: opened
+                    // so because the filesystem is read-only (see
+                    // [`open_dir_as`]).
+                    let e = match e.raw_os_error() {
+                        Some(libc::EBADF) => io::Error::from_raw_os_error(libc::EROFS),
+                        _ => e,
+                    };
+                    return Err(Error::io("lock", &self.dir.join(RANGES_FILE), e));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// A guard of the whole directory: the flock, exclusively. The other
+    /// calls of this process give way meanwhile ([`GIVE_WAY`]); lockd on
+    /// other nodes do not know of it, and while they are busy without a
+    /// pause their shared flocks may overlap for longer than the wait.
+    fn exclusive_guard(&self, mut wait: Wait) -> Result<Guard<'_>, Error> {
+        self.exclusive_waiters.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Decrement(&self.exclusive_waiters);
+        loop {
+            let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+            if core.kept_shared.take().is_some() {
+                // flock(2) would convert it, but not atomically: let go first.
+                let _ = core.global_lock.unlock();
+            }
+            match core.global_lock.try_lock() {
+                Ok(()) => {
+                    return Ok(Guard {
+                        core,
+                        shared: false,
+                        names: false,
+                        waiters: &self.guard_waiters,
+                    });
+                }
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(TryLockError::Error(e)) => {
+                    return Err(Error::io("lock", &self.dir.join(GLOBAL_LOCK_FILE), e));
+                }
+            }
+            drop(core);
+            wait.pause_or_fail(|waited| self.timed_out(waited, GLOBAL_LOCK_FILE))?;
+        }
+    }
+
+    fn timed_out(&self, wait: Duration, file: &str) -> Error {
+        let waited = io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("still held by another process after {wait:?}"),
+        );
+        Error::io("lock", &self.dir.join(file), waited)
     }
 
     /// How long a call waits for another process's hold on `lockd.lock`
@@ -558,32 +824,81 @@ impl Store {
     /// If the lock directory was removed and made anew (by hand, or by a
     /// tool), reopen it: otherwise fsyncs and the flock would go to the old,
     /// deleted directory, and acknowledged changes would not be durable.
-    /// Checked before every fsync, and when a file is not found (so that a
+    /// Checked at the start of every call and before every fsync (see
+    /// [`Store::current_directory`]), and when a file is not found (so that a
     /// directory that has gone is a failure, not "Resource not locked").
     /// Returns whether it was replaced.
     fn follow_directory(&self, core: &mut Core) -> Result<bool, Error> {
-        let meta = fs::metadata(&self.dir)
+        let id = crate::sys::directory_identity(&self.dir)
             .map_err(|e| Error::io("open the lock directory", &self.dir, e))?;
-        if (meta.dev(), meta.ino()) == core.dir_id {
+        if id == core.dir_id {
             return Ok(false);
         }
-        let (dir_file, global_lock, dir_id) = open_dir(&self.dir)?;
+        let (dir_file, global_lock, ranges, dir_id) = open_dir_as(&self.dir, true)?;
         log::warn!(
             "the lock directory {} was replaced; lockd now uses the new one",
             self.dir.display()
         );
-        // The old file is closed, and with it any flock on it.
+        // The old files are closed, and with them any lock on them.
+        core.kept_shared = None;
         core.global_lock = global_lock;
+        core.ranges = ranges;
         core.dir_id = dir_id;
         *self
             .dir_file
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(dir_file);
+            .unwrap_or_else(PoisonError::into_inner) = (Arc::new(dir_file), dir_id);
         Ok(true)
     }
 
+    /// At the start of a call: follow a replaced directory (see
+    /// [`Store::follow_directory`]), because the call reaches the files
+    /// through the directory's descriptor, not its path. One `stat` of the
+    /// directory, outside the mutex and the locks, shared by the calls that
+    /// come in while it runs (as the fsync is): a call is content with a
+    /// check that began after the call did.
+    fn current_directory(&self) -> Result<(), Error> {
+        let called = Instant::now();
+        let mut last = self
+            .dir_checked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|began| began >= called) {
+            return Ok(());
+        }
+        let began = Instant::now();
+        let id = crate::sys::directory_identity(&self.dir)
+            .map_err(|e| Error::io("open the lock directory", &self.dir, e))?;
+        let known = self
+            .dir_file
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1;
+        if id != known {
+            let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+            self.follow_directory(&mut core)?;
+        }
+        *last = Some(began);
+        Ok(())
+    }
+
     fn dir_file(&self) -> Arc<File> {
-        Arc::clone(&self.dir_file.read().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(
+            &self
+                .dir_file
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .0,
+        )
+    }
+
+    /// File operations on names in the lock directory, through its
+    /// descriptor (`openat`, `linkat`, …): on a FUSE or NFS mount without
+    /// caches, a path is looked up again component by component, a round
+    /// trip to the server each, and the directory's own name is one of
+    /// them. Paths are kept for messages; only their file names are used.
+    fn at(&self) -> At {
+        At(self.dir_file())
     }
 
     /// The number of the last change, read after the observation it covers.
@@ -603,9 +918,10 @@ impl Store {
     /// one of `stems` that stands for another name.
     fn find(&self, resource: &str, stems: &[String]) -> Result<Option<Found>, Error> {
         let mut other = None;
+        let at = self.at();
         for stem in stems {
             let path = self.lock_path(stem);
-            match read_lock_file(&path) {
+            match at.read_lock_file(&path) {
                 Ok(record) if !self.is_live(&record) => {}
                 Ok(record) => {
                     let own = owner(stem, &record).as_deref() == Some(resource);
@@ -654,7 +970,7 @@ impl Store {
         let mut name = stem;
         name.extend_from_slice(LOCK_SUFFIX.as_bytes());
         let path = self.dir.join(OsStr::from_bytes(&name));
-        match read_lock_file(&path) {
+        match self.at().read_lock_file(&path) {
             Ok(record) => Ok(Some(Found {
                 path,
                 record,
@@ -673,23 +989,32 @@ impl Store {
                 names::check_client(client).map_err(Error::Name)?;
                 Ok(stems)
             });
-        let stems = match checked.and_then(|stems| self.check_subdirectory(resource, stems)) {
+        let stems = match checked
+            .and_then(|stems| self.check_subdirectory(resource, stems))
+            .and_then(|stems| self.current_directory().map(|()| stems))
+        {
             Ok(stems) => stems,
             Err(error) => return Observed::failed(error),
         };
         let path = self.lock_path(&stems[0]);
         let now = SystemTime::now();
         let mut fresh = false;
+        let mut names_held = !single_name(resource, &stems);
         loop {
             let content = match self.content_file(client, resource, now, fresh) {
                 Ok(content) => content,
                 Err(error) => return Observed::failed(error),
             };
-            let mut guard = match self.guard() {
+            let offsets = if names_held {
+                name_offsets(resource, &stems)
+            } else {
+                Vec::new()
+            };
+            let mut guard = match self.guard(Scope::Names(offsets)) {
                 Ok(guard) => guard,
                 Err(error) => return Observed::failed(error),
             };
-            let result = match self.link_if_free(resource, &stems, &content) {
+            let result = match self.link_if_free(resource, &stems, &content, names_held) {
                 Ok(Linked::Done) => {
                     guard.core.changes += 1;
                     Ok(())
@@ -699,6 +1024,10 @@ impl Store {
                 })),
                 Ok(Linked::ContentGone) if !fresh => {
                     fresh = true;
+                    continue;
+                }
+                Ok(Linked::NeedNames) => {
+                    names_held = true;
                     continue;
                 }
                 Ok(Linked::ContentGone) => Err(Error::io(
@@ -717,11 +1046,16 @@ impl Store {
 
     /// Under the guard: link `content` as `resource`'s lock file (under
     /// `stems[0]`) unless a lock file stands under any of its stems.
+    /// `names_held`: the guard holds the resource's bytes of `lockd.ranges`
+    /// (without them, only for a [`single_name`] resource, `link` alone
+    /// decides, and a lock file in the way that is not plainly live is
+    /// answered with [`Linked::NeedNames`]).
     fn link_if_free(
         &self,
         resource: &str,
         stems: &[String],
         content: &Path,
+        names_held: bool,
     ) -> Result<Linked, Error> {
         // The first stem is checked by `link` itself.
         if let Some(found) = self.in_the_way(resource, &stems[1..])? {
@@ -729,22 +1063,35 @@ impl Store {
         }
         let path = self.lock_path(&stems[0]);
         let mut cleared = false;
+        let at = self.at();
         loop {
-            return match fs::hard_link(content, &path) {
+            return match at.link(content, &path) {
                 Ok(()) => Ok(Linked::Done),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let record = read_lock_file(&path).map_err(|e| Error::io("read", &path, e))?;
+                    let record = match at.read_lock_file(&path) {
+                        Ok(record) => record,
+                        // Released since the link failed.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound && !names_held => {
+                            return Ok(Linked::NeedNames);
+                        }
+                        Err(e) => return Err(Error::io("read", &path, e)),
+                    };
                     if self.is_live(&record) || cleared {
                         return Ok(Linked::InTheWay(record));
                     }
+                    if !names_held {
+                        // A batch half-way on another node looks the same.
+                        return Ok(Linked::NeedNames);
+                    }
                     // What a batch that never committed left: under the
                     // guard no batch is half-way, so it is dead.
-                    fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                    at.remove(&path)
+                        .map_err(|e| Error::io("remove", &path, e))?;
                     cleared = true;
                     continue;
                 }
                 // Another process's start-up may have removed the content file.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && !content.exists() => {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !at.exists(content) => {
                     Ok(Linked::ContentGone)
                 }
                 Err(e) => Err(Error::io("link", &path, e)),
@@ -759,7 +1106,7 @@ impl Store {
             .grant
             .batch
             .as_ref()
-            .is_none_or(|batch| self.batch_marker(batch).exists())
+            .is_none_or(|batch| self.at().exists(&self.batch_marker(batch)))
     }
 
     /// Release the lock on `resource` held by `client`.
@@ -768,9 +1115,12 @@ impl Store {
             Ok(stems) => stems,
             Err(error) => return Observed::failed(Error::Name(error)),
         };
+        if let Err(error) = self.current_directory() {
+            return Observed::failed(error);
+        }
         let mut followed = false;
         loop {
-            let mut guard = match self.guard() {
+            let mut guard = match self.guard(Scope::Names(name_offsets(resource, &stems))) {
                 Ok(guard) => guard,
                 Err(error) => return Observed::failed(error),
             };
@@ -811,6 +1161,9 @@ impl Store {
             Ok(stems) => stems,
             Err(error) => return Observed::failed(Error::Name(error)),
         };
+        if let Err(error) = self.current_directory() {
+            return Observed::failed(error);
+        }
         let result = match self.in_the_way(resource, &stems) {
             Ok(Some(found)) => Ok(Some(Lock {
                 resource: resource.to_owned(),
@@ -840,7 +1193,7 @@ impl Store {
 
     /// Every held lock, sorted by resource name.
     pub fn locks(&self) -> Observed<Vec<Lock>> {
-        let result = self.scan();
+        let result = self.current_directory().and_then(|()| self.scan());
         Observed {
             result,
             seq: self.current_seq(),
@@ -868,6 +1221,7 @@ impl Store {
     fn held(&self) -> Result<Vec<(String, Found)>, Error> {
         let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
         let mut held = Vec::new();
+        let at = self.at();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
             let name = entry.file_name();
@@ -875,7 +1229,7 @@ impl Store {
                 continue;
             };
             let path = entry.path();
-            let record = match read_lock_file(&path) {
+            let record = match at.read_lock_file(&path) {
                 Ok(record) => record,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("read", &path, e)),
@@ -894,11 +1248,12 @@ impl Store {
     /// Make every change made so far durable: fsync the lock directory.
     /// Returns the number of the last change it covers.
     pub fn sync(&self) -> Result<u64, Error> {
-        let target = {
-            let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
-            self.follow_directory(&mut core)?;
-            core.changes
-        };
+        self.current_directory()?;
+        let target = self
+            .core
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .changes;
         self.dir_file()
             .sync_all()
             .map_err(|e| Error::io("fsync", &self.dir, e))?;
@@ -938,7 +1293,8 @@ impl Store {
             }
         }
         let path = self.temp_path("");
-        create_durable(&path, content_text(client, now, resource).as_bytes())?;
+        self.at()
+            .create(&path, content_text(client, now, resource).as_bytes(), None)?;
         let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
         let replaced = contents.insert(
             key,
@@ -950,7 +1306,7 @@ impl Store {
         if let Some(old) = replaced {
             // Lock files linked to it keep their content; a link racing with
             // this removal fails with NotFound and is retried.
-            let _ = fs::remove_file(old.path);
+            let _ = self.at().remove(&old.path);
         }
         Ok(path)
     }
@@ -992,21 +1348,91 @@ fn instance_name() -> String {
 
 /// Open the lock directory (for fsync) and its `lockd.lock`, and say which
 /// directory they are in.
-fn open_dir(dir: &Path) -> Result<(File, File, (u64, u64)), Error> {
+/// Device, inode and mount of the lock directory (see
+/// [`crate::sys::directory_identity`]).
+type DirId = (u64, u64, u64);
+
+fn open_dir(dir: &Path) -> Result<(File, File, File, DirId), Error> {
+    open_dir_as(dir, false)
+}
+
+/// [`open_dir`]; `read_only_ok`: on a read-only filesystem, open
+/// `lockd.lock` and `lockd.ranges` for reading (when a running lockd
+/// follows its directory onto a read-only mount: reads go on, and a change
+/// fails saying the filesystem is read-only).
+fn open_dir_as(dir: &Path, read_only_ok: bool) -> Result<(File, File, File, DirId), Error> {
     let dir_file = File::open(dir).map_err(|e| Error::io("open the lock directory", dir, e))?;
-    let meta = dir_file
-        .metadata()
+    let id = crate::sys::open_identity(dir_file.as_fd())
         .map_err(|e| Error::io("open the lock directory", dir, e))?;
-    let lock_path = dir.join(GLOBAL_LOCK_FILE);
-    let global_lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(&lock_path)
-        .map_err(|e| Error::io("open", &lock_path, e))?;
-    Ok((dir_file, global_lock, (meta.dev(), meta.ino())))
+    let open = |name: &str| {
+        let path = dir.join(name);
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path);
+        match opened {
+            Err(e) if read_only_ok && e.kind() == io::ErrorKind::ReadOnlyFilesystem => {
+                File::open(&path).map_err(|_| Error::io("open", &path, e))
+            }
+            other => other.map_err(|e| Error::io("open", &path, e)),
+        }
+    };
+    let global_lock = open(GLOBAL_LOCK_FILE)?;
+    let ranges = open(RANGES_FILE)?;
+    Ok((dir_file, global_lock, ranges, id))
+}
+
+/// The lock directory's descriptor, for the `*at` calls (see [`Store::at`]).
+struct At(Arc<File>);
+
+/// The file name of a path in the lock directory.
+fn file_name(path: &Path) -> &OsStr {
+    // Every path here is the directory joined with a name; an absolute
+    // path given to an `*at` call ignores the directory, which is right.
+    path.file_name().unwrap_or(path.as_os_str())
+}
+
+impl At {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        crate::sys::link_at(self.fd(), file_name(from), file_name(to))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        crate::sys::unlink_at(self.fd(), file_name(path))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        crate::sys::rename_at(self.fd(), file_name(from), file_name(to))
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        crate::sys::exists_at(self.fd(), file_name(path)).unwrap_or(false)
+    }
+
+    fn read_lock_file(&self, path: &Path) -> io::Result<Record> {
+        record::read_lock_file_at(self.fd(), file_name(path))
+    }
+
+    /// Create `path` (it must not exist), write `data`, fsync it.
+    fn create(&self, path: &Path, data: &[u8], since: Option<SystemTime>) -> Result<(), Error> {
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+        let mut file = crate::sys::open_at(self.fd(), file_name(path), flags, 0o644)
+            .map_err(|e| Error::io("create", path, e))?;
+        file.write_all(data)
+            .map_err(|e| Error::io("write", path, e))?;
+        if let Some(since) = since {
+            file.set_modified(since)
+                .map_err(|e| Error::io("set the time of", path, e))?;
+        }
+        file.sync_all().map_err(|e| Error::io("fsync", path, e))
+    }
 }
 
 fn create_durable(path: &Path, data: &[u8]) -> Result<(), Error> {
@@ -1119,8 +1545,8 @@ pub(super) mod tests {
             Err(Error::Name(_))
         ));
         assert!(
-            fs::read_dir(temp.path()).unwrap().count() == 1,
-            "only lockd.lock"
+            fs::read_dir(temp.path()).unwrap().count() == 2,
+            "only lockd.lock and lockd.ranges"
         );
     }
 
@@ -1443,6 +1869,99 @@ pub(super) mod tests {
             }
         });
         other.unlock().unwrap();
+    }
+
+    /// Two lockd processes (two stores: two open files, as two processes
+    /// have) exclude each other per name, not per directory: while one is in
+    /// a change of vm1, the other changes vm2 at once, and fails a change of
+    /// vm1 (and a fence, which needs the whole directory) after its wait.
+    #[test]
+    fn stores_sharing_a_directory_exclude_each_other_per_name() {
+        let temp = tempfile::tempdir().unwrap();
+        let (a, _) = open(temp.path());
+        let (b, _) = open(temp.path());
+        b.set_lock_wait(Duration::from_millis(200));
+        a.lock("vm1", "node1").result.unwrap();
+        let stems = names::stems("vm1").unwrap();
+        let held = a.guard(Scope::Names(name_offsets("vm1", &stems))).unwrap();
+        let started = Instant::now();
+        b.lock("vm2", "node2").result.unwrap();
+        b.unlock("vm2", "node2").result.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(200));
+        let error = b.unlock("vm1", "node1").result.unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("lockd.ranges: still held by another process"),
+            "{error}"
+        );
+        // A lock of the held name is refused by `link` without waiting.
+        assert_eq!(refusal(b.lock("vm1", "node2")), already("node1"));
+        let why = Reason {
+            reason: "test",
+            caller: "test",
+        };
+        let error = b.fence("node1", &why).result.unwrap_err();
+        assert!(error.to_string().contains("still held"), "{error}");
+        drop(held);
+        b.unlock("vm1", "node1").result.unwrap();
+        assert!(b.fence("node1", &why).result.unwrap().is_empty());
+        // gocept.lockd's exclusive flock keeps both out.
+        let legacy = directory_lock_held_elsewhere(temp.path());
+        assert!(b.lock("vm3", "node2").result.is_err());
+        drop(legacy);
+        b.lock("vm3", "node2").result.unwrap();
+    }
+
+    /// Nobody waits holding the process mutex: while a call waits for a
+    /// name another process is changing, or for the whole directory, other
+    /// calls of the same process go on.
+    #[test]
+    fn a_call_waiting_for_another_process_holds_up_no_other_call() {
+        let temp = tempfile::tempdir().unwrap();
+        let (a, _) = open(temp.path());
+        let (b, _) = open(temp.path());
+        b.set_lock_wait(Duration::from_millis(1500));
+        a.lock("vm1", "node1").result.unwrap();
+        let stems = names::stems("vm1").unwrap();
+        let held = a.guard(Scope::Names(name_offsets("vm1", &stems))).unwrap();
+        let why = Reason {
+            reason: "test",
+            caller: "test",
+        };
+        std::thread::scope(|scope| {
+            let unlock = scope.spawn(|| b.unlock("vm1", "node1").result);
+            let fence = scope.spawn(|| b.fence("node9", &why).result);
+            std::thread::sleep(Duration::from_millis(200));
+            let started = Instant::now();
+            b.lock("vm2", "node2").result.unwrap();
+            b.unlock("vm2", "node2").result.unwrap();
+            let took = started.elapsed();
+            assert!(took < Duration::from_millis(700), "took {took:?}");
+            assert!(unlock.join().unwrap().is_err());
+            assert!(fence.join().unwrap().is_err());
+        });
+        drop(held);
+        b.unlock("vm1", "node1").result.unwrap();
+    }
+
+    #[test]
+    fn name_offsets_are_fnv1a_and_cover_every_name_a_change_touches() {
+        // The function every lockd sharing a directory must compute alike.
+        assert_eq!(name_offset(b""), 0xcbf2_9ce4_8422_2325 % RANGE_SPACE);
+        assert_eq!(name_offset(b"a"), 0xaf63_dc4c_8601_ec8c % RANGE_SPACE);
+        let stems = names::stems("a b").unwrap();
+        assert_eq!(stems.len(), 2);
+        assert_eq!(
+            name_offsets("a b", &stems),
+            [name_offset(b"a b"), name_offset(b"a%20b")]
+        );
+        let stems = names::stems("caf\u{e9}").unwrap();
+        assert!(name_offsets("caf\u{e9}", &stems).contains(&name_offset(b"caf\xe9")));
+        assert!(single_name("vm1", &names::stems("vm1").unwrap()));
+        for name in ["a b", "a%2Fb", "./x", "caf\u{e9}", ".hidden"] {
+            assert!(!single_name(name, &names::stems(name).unwrap()), "{name}");
+        }
     }
 
     #[test]

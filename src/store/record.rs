@@ -3,6 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::SystemTime;
@@ -106,8 +107,21 @@ pub(super) fn read_lock_file(path: &Path) -> io::Result<Record> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
+    read_open_lock_file(file)
+}
+
+/// [`read_lock_file`] of `name` in the directory `dir`.
+pub(super) fn read_lock_file_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+) -> io::Result<Record> {
+    let file = crate::sys::open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
+    read_open_lock_file(file)
+}
+
+fn read_open_lock_file(file: std::fs::File) -> io::Result<Record> {
+    let (is_file, modified) = crate::sys::cached_kind_and_mtime(file.as_fd())?;
+    if !is_file {
         return Err(io::Error::other("not a regular file"));
     }
     let mut bytes = Vec::new();
@@ -126,7 +140,7 @@ pub(super) fn read_lock_file(path: &Path) -> io::Result<Record> {
     };
     let since = match since {
         Some(utc) => utc.to_system(),
-        None => meta.modified()?,
+        None => modified,
     };
     let grant = match kind {
         Kind::Named(_) => Grant {
