@@ -41,9 +41,11 @@ pub fn answer(shared: &Arc<Shared>, request: Request, owner: Option<(SocketAddr,
         Err(fault) => Reply::malformed(fault),
     };
     let seq = reply.seq;
-    // Handed over only when the syncer can tell whether the client has
-    // room for it: its socket is known.
+    // Handed over only when the syncer runs the next fsync (a lone caller
+    // runs its own) and can tell whether the client has room for the reply:
+    // its socket is known.
     let may_hand = !shared.store.is_durable(seq)
+        && shared.durability.is_busy()
         && owner.is_some_and(|(addr, _)| shared.outbox.sockets.learn(addr).is_some());
     let mut pending = Some(Pending {
         request,

@@ -138,6 +138,13 @@ impl Durability {
         }
     }
 
+    /// Whether an fsync runs or is asked for now: a change made now waits
+    /// for the syncer's next one.
+    pub fn is_busy(&self) -> bool {
+        let state = self.lock();
+        state.syncing || state.asked
+    }
+
     /// Run fsync `number`, then wake the workers it covers and send the
     /// replies it covers.
     fn sync(&self, shared: &Arc<Shared>, number: u64) {
