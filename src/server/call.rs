@@ -44,17 +44,18 @@ pub fn answer(shared: &Arc<Shared>, request: Request, owner: Option<(SocketAddr,
     // Handed over only when the syncer runs the next fsync (a lone caller
     // runs its own) and can tell whether the client has room for the reply:
     // its socket is known.
-    let may_hand = !shared.store.is_durable(seq)
-        && shared.durability.is_busy()
-        && owner.is_some_and(|(addr, _)| shared.outbox.sockets.learn(addr).is_some());
+    let hand_to = owner.filter(|&(addr, _)| {
+        !shared.store.is_durable(seq)
+            && shared.durability.is_busy()
+            && shared.outbox.sockets.learn(addr).is_some()
+    });
     let mut pending = Some(Pending {
         request,
         reply,
         peer,
         started,
-        owner,
     });
-    let waited = shared.durability.wait(shared, seq, &mut pending, may_hand);
+    let waited = shared.durability.wait(shared, seq, &mut pending, hand_to);
     let Some(mut pending) = pending else {
         return Sent::Yes;
     };

@@ -20,13 +20,14 @@
 //! Once a second the syncer also removes content files no new lock will
 //! link to (see [`Store::remove_stale_contents`]).
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use super::Shared;
-use super::outbox::{self, Pending};
+use super::outbox::{self, Handoff, Pending};
 use crate::api::CallError;
 use crate::metrics::Metrics;
 use crate::store::{self, Store};
@@ -47,7 +48,7 @@ enum Waiter {
     /// A worker, asleep.
     Worker(Thread),
     /// A reply handed over, to be sent once the fsync ends.
-    Reply(Pending),
+    Reply(Handoff),
 }
 
 #[derive(Default)]
@@ -82,15 +83,16 @@ impl Durability {
     }
 
     /// Return once change `seq` is on stable storage, or with the error of
-    /// the fsync that was to cover it; or, when `may_hand` and the syncer
-    /// is to run that fsync, take the reply out of `pending` for the syncer
-    /// to send ([`outbox::deliver`]) and return at once.
+    /// the fsync that was to cover it; or, given `hand_to` (the reply's
+    /// connection and ownership) and when the syncer is to run that fsync,
+    /// take the reply out of `pending` for the syncer to send
+    /// ([`outbox::deliver`]) and return at once.
     pub fn wait(
         &self,
         shared: &Arc<Shared>,
         seq: u64,
         pending: &mut Option<Pending>,
-        may_hand: bool,
+        hand_to: Option<(SocketAddr, u64)>,
     ) -> Result<(), CallError> {
         // The number of the fsync that covers the change: the first to
         // start from now on (set at the first look at the state).
@@ -112,9 +114,11 @@ impl Durability {
                 });
             }
             if state.syncing || state.asked {
-                let waiter = match pending.take() {
-                    Some(reply) if may_hand => Waiter::Reply(reply),
-                    other => {
+                let waiter = match (hand_to, pending.take()) {
+                    (Some((peer, id)), Some(pending)) => {
+                        Waiter::Reply(Handoff { pending, peer, id })
+                    }
+                    (_, other) => {
                         *pending = other;
                         Waiter::Worker(thread::current())
                     }
@@ -173,7 +177,7 @@ impl Durability {
         for (_, waiter) in covered {
             match waiter {
                 Waiter::Worker(worker) => worker.unpark(),
-                Waiter::Reply(pending) => replies.push(pending),
+                Waiter::Reply(handoff) => replies.push(handoff),
             }
         }
         if !replies.is_empty() {

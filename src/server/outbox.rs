@@ -40,9 +40,14 @@ pub struct Pending {
     /// The client's address, as logged.
     pub peer: String,
     pub started: Instant,
-    /// The connection and its ownership (see [`super::connection`]), if
-    /// known: only then can the reply be handed over.
-    pub owner: Option<(SocketAddr, u64)>,
+}
+
+/// A reply handed to the syncer, with its connection's address and
+/// ownership (see [`super::connection`]).
+pub struct Handoff {
+    pub pending: Pending,
+    pub peer: SocketAddr,
+    pub id: u64,
 }
 
 /// The connections' sockets, and the replies waiting for a writer thread.
@@ -74,17 +79,17 @@ impl Outbox {
 /// soon as it can be written without waiting for its client, the others on
 /// writer threads of their connections. Runs on the syncer only, so that
 /// replies are written in the order they were handed over.
-pub fn deliver(shared: &Arc<Shared>, replies: Vec<Pending>, failed: Option<&Arc<store::Error>>) {
-    for mut pending in replies {
+pub fn deliver(shared: &Arc<Shared>, replies: Vec<Handoff>, failed: Option<&Arc<store::Error>>) {
+    for Handoff {
+        mut pending,
+        peer,
+        id,
+    } in replies
+    {
         if let Some(error) = failed {
             pending.reply.value = Err(CallError::NotSynced(Arc::clone(error)));
         }
-        let response = call::render(&pending.reply);
-        let Some((peer, id)) = pending.owner else {
-            // Only replies with a known connection are handed over.
-            call::send_and_log(shared, pending, response);
-            continue;
-        };
+        let xml = call::render(&pending.reply);
         let mut stuck = shared.outbox.stuck();
         if let Some(queue) = stuck.get_mut(&peer) {
             queue.push_back(pending);
@@ -97,10 +102,10 @@ pub fn deliver(shared: &Arc<Shared>, replies: Vec<Pending>, failed: Option<&Arc<
             }
             continue;
         }
-        if call::length(&response) <= SMALL_REPLY && shared.outbox.sockets.has_room(peer) {
+        if call::length(&xml) <= SMALL_REPLY && shared.outbox.sockets.has_room(peer) {
             drop(stuck);
             // Cannot wait: the reply fits the socket's free send buffer.
-            call::send_and_log(shared, pending, response);
+            call::send_and_log(shared, pending, xml);
             continue;
         }
         stuck.insert(peer, VecDeque::from([pending]));
@@ -140,8 +145,8 @@ fn write_out(shared: &Arc<Shared>, peer: SocketAddr, id: u64) {
                 }
             }
         };
-        let response = call::render(&next.reply);
-        if let Sent::TimedOut = call::send_and_log(shared, next, response) {
+        let xml = call::render(&next.reply);
+        if let Sent::TimedOut = call::send_and_log(shared, next, xml) {
             let why = format!(
                 "a reply to {peer} could not be sent within the send timeout (the client does not read)"
             );
