@@ -1871,6 +1871,24 @@ pub(super) mod tests {
         other.unlock().unwrap();
     }
 
+    /// Two stores on `dir`, as two lockd processes have: `a` holds vm1 for
+    /// node1, and `b` waits `wait` for what another process holds.
+    fn two_stores_vm1_held_by_a(dir: &Path, wait: Duration) -> (Store, Store) {
+        let (a, _) = open(dir);
+        let (b, _) = open(dir);
+        b.set_lock_wait(wait);
+        a.lock("vm1", "node1").result.unwrap();
+        (a, b)
+    }
+
+    /// `store` in a change of `resource`: its bytes held until dropped.
+    fn in_a_change_of<'a>(store: &'a Store, resource: &str) -> Guard<'a> {
+        let stems = names::stems(resource).unwrap();
+        store
+            .guard(Scope::Names(name_offsets(resource, &stems)))
+            .unwrap()
+    }
+
     /// Two lockd processes (two stores: two open files, as two processes
     /// have) exclude each other per name, not per directory: while one is in
     /// a change of vm1, the other changes vm2 at once, and fails a change of
@@ -1878,12 +1896,8 @@ pub(super) mod tests {
     #[test]
     fn stores_sharing_a_directory_exclude_each_other_per_name() {
         let temp = tempfile::tempdir().unwrap();
-        let (a, _) = open(temp.path());
-        let (b, _) = open(temp.path());
-        b.set_lock_wait(Duration::from_millis(200));
-        a.lock("vm1", "node1").result.unwrap();
-        let stems = names::stems("vm1").unwrap();
-        let held = a.guard(Scope::Names(name_offsets("vm1", &stems))).unwrap();
+        let (a, b) = two_stores_vm1_held_by_a(temp.path(), Duration::from_millis(200));
+        let held = in_a_change_of(&a, "vm1");
         let started = Instant::now();
         b.lock("vm2", "node2").result.unwrap();
         b.unlock("vm2", "node2").result.unwrap();
@@ -1919,12 +1933,8 @@ pub(super) mod tests {
     #[test]
     fn a_call_waiting_for_another_process_holds_up_no_other_call() {
         let temp = tempfile::tempdir().unwrap();
-        let (a, _) = open(temp.path());
-        let (b, _) = open(temp.path());
-        b.set_lock_wait(Duration::from_millis(1500));
-        a.lock("vm1", "node1").result.unwrap();
-        let stems = names::stems("vm1").unwrap();
-        let held = a.guard(Scope::Names(name_offsets("vm1", &stems))).unwrap();
+        let (a, b) = two_stores_vm1_held_by_a(temp.path(), Duration::from_millis(1500));
+        let held = in_a_change_of(&a, "vm1");
         let why = Reason {
             reason: "test",
             caller: "test",
