@@ -8,9 +8,11 @@ receive buffer, so that lockd's replies fill the socket's buffers within a
 second or two. Ends when lockd closes the connection or after SECONDS, and
 prints how many calls it sent and whether the connection was cut.
 
-(A receive buffer at Linux's least, 2 KiB, makes this client's own TCP stop
-sending while its receive queue is over the limit: lockd then has nothing
-left to write and closes the connection only at the idle timeout.)
+(Why 8 KiB and not Linux's least, 2 KiB: with 2 KiB, run from the test,
+this client stopped getting its calls through after about 50 of them, with
+386 KB in its own send queue and nothing in lockd's receive queue (`ss`),
+so lockd had no reply left to time out on. Why, was not found out; the
+same client run from a plain script did get through.)
 """
 
 import socket
