@@ -183,6 +183,27 @@ pub fn socket_option(socket: BorrowedFd<'_>, option: i32) -> io::Result<i32> {
     }
 }
 
+/// Set an integer socket option at `SOL_SOCKET` level (`SO_SNDBUF`...).
+pub fn set_socket_option(socket: BorrowedFd<'_>, option: i32, value: i32) -> io::Result<()> {
+    let value: libc::c_int = value;
+    // SAFETY: setsockopt with an int and its size, both owned here; an
+    // option that takes no int fails with EINVAL.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Mark a descriptor close-on-exec.
 pub fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: F_SETFD on a descriptor the caller holds open.
@@ -560,6 +581,9 @@ mod tests {
         set_socket_timeout(fd, SocketTimeout::Receive, Duration::from_secs(7)).unwrap();
         assert_eq!(socket_option(fd, libc::SO_ACCEPTCONN).unwrap(), 1);
         assert_eq!(socket_option(fd, libc::SO_TYPE).unwrap(), libc::SOCK_STREAM);
+        set_socket_option(fd, libc::SO_SNDBUF, 4096).unwrap();
+        // Linux doubles it for its bookkeeping.
+        assert_eq!(socket_option(fd, libc::SO_SNDBUF).unwrap(), 8192);
         set_cloexec(fd).unwrap();
         assert!(inode_of(listener.as_raw_fd()).is_ok());
         assert!(inode_of(-1).is_err());
