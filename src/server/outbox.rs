@@ -89,7 +89,6 @@ pub fn deliver(shared: &Arc<Shared>, replies: Vec<Handoff>, failed: Option<&Arc<
         if let Some(error) = failed {
             pending.reply.value = Err(CallError::NotSynced(Arc::clone(error)));
         }
-        let xml = call::render(&pending.reply);
         let mut stuck = shared.outbox.stuck();
         if let Some(queue) = stuck.get_mut(&peer) {
             queue.push_back(pending);
@@ -102,6 +101,7 @@ pub fn deliver(shared: &Arc<Shared>, replies: Vec<Handoff>, failed: Option<&Arc<
             }
             continue;
         }
+        let xml = call::render(&pending.reply);
         if call::length(&xml) <= SMALL_REPLY && shared.outbox.sockets.has_room(peer) {
             drop(stuck);
             // Cannot wait: the reply fits the socket's free send buffer.
