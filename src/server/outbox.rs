@@ -101,15 +101,19 @@ pub fn deliver(shared: &Arc<Shared>, replies: Vec<Handoff>, failed: Option<&Arc<
             }
             continue;
         }
+        // Only this thread adds connections to `stuck`: this one stays out
+        // of it until then.
+        drop(stuck);
         let xml = call::render(&pending.reply);
         if call::length(&xml) <= SMALL_REPLY && shared.outbox.sockets.has_room(peer) {
-            drop(stuck);
             // Cannot wait: the reply fits the socket's free send buffer.
             call::send_and_log(shared, pending, xml);
             continue;
         }
-        stuck.insert(peer, VecDeque::from([pending]));
-        drop(stuck);
+        shared
+            .outbox
+            .stuck()
+            .insert(peer, VecDeque::from([pending]));
         spawn_writer(shared, peer, id);
     }
 }
