@@ -88,7 +88,14 @@ fn malformed(problem: impl Into<String>) -> ReadError {
 /// by `Content-Length`, chunked, or up to the end of the connection.
 pub fn read_response(r: &mut impl BufRead) -> Result<Response, ReadError> {
     // Tell a server that speaks something else at once, not at the timeout.
-    let first = r.fill_buf()?;
+    // (`fill_buf`, unlike the reads below, does not try again when a
+    // signal interrupts it.)
+    let first = loop {
+        match r.fill_buf() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other?,
+        }
+    };
     if first.is_empty() {
         return Err(ReadError::Closed);
     }
@@ -266,6 +273,41 @@ mod tests {
 
     fn read(bytes: &[u8]) -> Result<Response, ReadError> {
         read_response(&mut &bytes[..])
+    }
+
+    /// A reader whose first `fill_buf` is interrupted by a signal.
+    struct InterruptedOnce<'a> {
+        interrupted: bool,
+        bytes: &'a [u8],
+    }
+
+    impl io::Read for InterruptedOnce<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.bytes.read(buf)
+        }
+    }
+
+    impl BufRead for InterruptedOnce<'_> {
+        fn fill_buf(&mut self) -> io::Result<&[u8]> {
+            if !self.interrupted {
+                self.interrupted = true;
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            self.bytes.fill_buf()
+        }
+        fn consume(&mut self, n: usize) {
+            self.bytes.consume(n);
+        }
+    }
+
+    #[test]
+    fn a_signal_while_waiting_for_the_reply_is_not_an_error() {
+        let mut reader = InterruptedOnce {
+            interrupted: false,
+            bytes: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        };
+        let response = read_response(&mut reader).unwrap();
+        assert_eq!(response.body, b"ok");
     }
 
     fn problem(bytes: &[u8]) -> String {
