@@ -45,7 +45,7 @@ pub fn answer(shared: &Arc<Shared>, request: Request, owner: Option<(SocketAddr,
     // runs its own) and can tell whether the client has room for the reply:
     // its socket is known.
     let hand_to = owner.filter(|&(addr, _)| {
-        !shared.store.is_durable(seq)
+        matches!(shared.store.is_durable(seq), Ok(false))
             && shared.durability.is_busy()
             && shared.outbox.sockets.learn(addr).is_some()
     });

@@ -98,11 +98,11 @@ impl Durability {
         // start from now on (set at the first look at the state).
         let mut covering = None;
         loop {
-            if self.store.is_durable(seq) {
+            if self.is_durable(seq)? {
                 return Ok(());
             }
             let mut state = self.lock();
-            if self.store.is_durable(seq) {
+            if self.is_durable(seq)? {
                 return Ok(());
             }
             let number = *covering.get_or_insert(state.started + 1);
@@ -140,6 +140,12 @@ impl Durability {
                 self.sync(shared, number);
             }
         }
+    }
+
+    fn is_durable(&self, seq: u64) -> Result<bool, CallError> {
+        self.store
+            .is_durable(seq)
+            .map_err(|lost| CallError::NotSynced(Arc::new(lost)))
     }
 
     /// Whether an fsync runs or is asked for now: a change made now waits

@@ -327,6 +327,9 @@ pub struct Store {
     dir_file: RwLock<(Arc<File>, DirId)>,
     core: Mutex<Core>,
     synced: AtomicU64,
+    /// Changes made in a lock directory that was replaced before their
+    /// fsync: `(from, to]`, and why (see [`Store::follow_directory`]).
+    lost: RwLock<Option<(u64, u64)>>,
     /// Content files by client and resource.
     contents: Mutex<HashMap<(String, String), Content>>,
     /// This process among all sharing the directory, in its temporary
@@ -526,6 +529,7 @@ impl Store {
                 kept_shared: None,
             }),
             synced: AtomicU64::new(0),
+            lost: RwLock::new(None),
             contents: Mutex::new(HashMap::new()),
             instance: instance_name(),
             lock_wait: RwLock::new(DEFAULT_LOCK_WAIT),
@@ -824,10 +828,12 @@ impl Store {
     /// If the lock directory was removed and made anew (by hand, or by a
     /// tool), reopen it: otherwise fsyncs and the flock would go to the old,
     /// deleted directory, and acknowledged changes would not be durable.
-    /// Checked at the start of every call and before every fsync (see
-    /// [`Store::current_directory`]), and when a file is not found (so that a
-    /// directory that has gone is a failure, not "Resource not locked").
-    /// Returns whether it was replaced.
+    /// The changes made in the old directory since its last fsync are lost:
+    /// their calls fail ([`Store::is_durable`]). Checked at the start of
+    /// every call ([`Store::current_directory`]), after every fsync
+    /// ([`Store::sync`]), and when a file is not found (so that a directory
+    /// that has gone is a failure, not "Resource not locked"). Returns
+    /// whether it was replaced.
     fn follow_directory(&self, core: &mut Core) -> Result<bool, Error> {
         let id = crate::sys::directory_identity(&self.dir)
             .map_err(|e| Error::io("open the lock directory", &self.dir, e))?;
@@ -839,6 +845,16 @@ impl Store {
             "the lock directory {} was replaced; lockd now uses the new one",
             self.dir.display()
         );
+        let durable = self.synced.load(Ordering::Acquire);
+        if core.changes > durable {
+            let mut lost = self.lost.write().unwrap_or_else(PoisonError::into_inner);
+            let from = lost.map_or(durable, |(from, _)| from.min(durable));
+            *lost = Some((from, core.changes));
+            log::warn!(
+                "{} changes made in the replaced lock directory were not yet synced: their calls fail",
+                core.changes - durable
+            );
+        }
         // The old files are closed, and with them any lock on them.
         core.kept_shared = None;
         core.global_lock = global_lock;
@@ -1247,23 +1263,51 @@ impl Store {
 
     /// Make every change made so far durable: fsync the lock directory.
     /// Returns the number of the last change it covers.
+    ///
+    /// The changes were made in the directory open now: they count only if
+    /// it is still the lock directory once they are on disk. A call checks
+    /// the directory when it starts, but it may be replaced between that
+    /// check and the fsync: then lockd follows it, and the changes made in
+    /// the old one are lost ([`Store::follow_directory`]) instead of
+    /// acknowledged.
     pub fn sync(&self) -> Result<u64, Error> {
-        self.current_directory()?;
-        let target = self
-            .core
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .changes;
-        self.dir_file()
-            .sync_all()
+        let (target, dir, id) = {
+            let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+            let (dir, id) = &*self.dir_file.read().unwrap_or_else(PoisonError::into_inner);
+            (core.changes, Arc::clone(dir), *id)
+        };
+        dir.sync_all()
             .map_err(|e| Error::io("fsync", &self.dir, e))?;
+        let now = crate::sys::directory_identity(&self.dir)
+            .map_err(|e| Error::io("open the lock directory", &self.dir, e))?;
+        if now != id {
+            let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+            self.follow_directory(&mut core)?;
+            return Err(Error::io(
+                "fsync",
+                &self.dir,
+                io::Error::other("the lock directory was replaced before its changes were synced"),
+            ));
+        }
         self.synced.fetch_max(target, Ordering::AcqRel);
         Ok(target)
     }
 
-    /// Whether change `seq` (and every one before it) is on stable storage.
-    pub fn is_durable(&self, seq: u64) -> bool {
-        self.synced.load(Ordering::Acquire) >= seq
+    /// Whether change `seq` (and every one before it) is on stable storage;
+    /// an error if it was made in a lock directory that was replaced before
+    /// it was synced.
+    pub fn is_durable(&self, seq: u64) -> Result<bool, Error> {
+        let lost = *self.lost.read().unwrap_or_else(PoisonError::into_inner);
+        if lost.is_some_and(|(from, to)| from < seq && seq <= to) {
+            return Err(Error::io(
+                "fsync",
+                &self.dir,
+                io::Error::other(
+                    "the lock directory was replaced after this change and before it was synced: it was made in the old directory",
+                ),
+            ));
+        }
+        Ok(self.synced.load(Ordering::Acquire) >= seq)
     }
 
     /// `.lockd-<kind><pid>-<random>-<n>.tmp`: content files have no kind,
@@ -1508,9 +1552,9 @@ pub(super) mod tests {
         let (store, _) = open(temp.path());
         let first = store.lock("vm1", "node1");
         assert!(first.result.is_ok() && first.seq == 1);
-        assert!(!store.is_durable(1));
+        assert!(!store.is_durable(1).unwrap());
         assert_eq!(store.sync().unwrap(), 1);
-        assert!(store.is_durable(1));
+        assert!(store.is_durable(1).unwrap());
         assert_eq!(refusal(store.lock("vm1", "node2")), already("node1"));
         assert_eq!(refusal(store.lock("vm1", "node1")), already("node1"));
         assert_eq!(
@@ -1987,12 +2031,37 @@ pub(super) mod tests {
         let observed = store.lock("a", "c");
         observed.result.unwrap();
         store.sync().unwrap();
-        assert!(store.is_durable(observed.seq));
+        assert!(store.is_durable(observed.seq).unwrap());
         assert_eq!(lock_files(&dir), ["a.resource.lock"]);
         fs::remove_dir_all(&dir).unwrap();
         assert!(matches!(
             store.unlock("a", "c").result,
             Err(Error::Io { .. })
         ));
+    }
+
+    /// A change made in a directory that is replaced before its fsync is
+    /// lost, not acknowledged; changes made after in the new directory are.
+    #[test]
+    fn changes_in_a_directory_replaced_before_their_fsync_are_lost() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("locks");
+        let (store, _) = open(&dir);
+        store.lock("held", "c1").result.unwrap();
+        let synced = store.sync().unwrap();
+        let made = store.lock("new", "c1");
+        made.result.unwrap();
+        fs::rename(&dir, temp.path().join("old")).unwrap();
+        fs::create_dir(&dir).unwrap();
+        assert!(matches!(store.sync(), Err(Error::Io { .. })));
+        assert!(store.is_durable(made.seq).is_err());
+        assert!(store.is_durable(synced).unwrap());
+        // A later fsync does not make it durable: it is in the old directory.
+        let again = store.lock("held", "c2");
+        again.result.unwrap();
+        assert_eq!(store.sync().unwrap(), again.seq);
+        assert!(store.is_durable(made.seq).is_err());
+        assert!(store.is_durable(again.seq).unwrap());
+        assert_eq!(lock_files(&dir), ["held.resource.lock"]);
     }
 }
