@@ -271,18 +271,26 @@ pub fn connections_on(port: u16) -> io::Result<Vec<(std::net::SocketAddr, RawFd)
 /// it is one to local port `port`. Any number will do: one that is closed
 /// meanwhile, or holds another file, gives `None`.
 pub fn peer_on(fd: RawFd, port: u16) -> Option<std::net::SocketAddr> {
-    use std::mem::ManuallyDrop;
-    use std::net::TcpStream;
+    let peer = peer_of(fd)?;
+    borrowed_tcp(fd)
+        .local_addr()
+        .is_ok_and(|local| local.port() == port)
+        .then_some(peer)
+}
+
+/// The peer of the TCP connection that descriptor number `fd` holds now, if
+/// it holds one (one system call: see [`peer_on`]).
+pub fn peer_of(fd: RawFd) -> Option<std::net::SocketAddr> {
+    borrowed_tcp(fd).peer_addr().ok()
+}
+
+/// Descriptor number `fd` as a TCP socket, to ask it its addresses.
+fn borrowed_tcp(fd: RawFd) -> std::mem::ManuallyDrop<std::net::TcpStream> {
     use std::os::fd::FromRawFd;
     // SAFETY: the number is only borrowed for getpeername and getsockname,
     // and never closed (ManuallyDrop); on a number that is not a connected
     // socket both calls fail.
-    let socket = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
-    let peer = socket.peer_addr().ok()?;
-    socket
-        .local_addr()
-        .is_ok_and(|local| local.port() == port)
-        .then_some(peer)
+    std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) })
 }
 
 /// Shut down, both ways, every TCP connection to local port `port` from

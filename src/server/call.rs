@@ -47,7 +47,7 @@ pub fn answer(shared: &Arc<Shared>, request: Request, owner: Option<(SocketAddr,
     let hand_to = owner.filter(|&(addr, _)| {
         matches!(shared.store.is_durable(seq), Ok(false))
             && shared.durability.is_busy()
-            && shared.outbox.sockets.learn(addr).is_some()
+            && shared.outbox.sockets.learn(addr)
     });
     let mut pending = Some(Pending {
         request,

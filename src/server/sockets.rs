@@ -4,9 +4,10 @@
 //! tiny_http gives no handle to a connection's socket. lockd finds it among
 //! its descriptors by the client's address and the listening port (a scan of
 //! `/proc/self/fd`), and remembers it. A remembered number is checked before
-//! each use (its socket must still name that client and port): a connection
-//! closed since, its number reused by another file, fails the check and is
-//! forgotten. Scans cost a couple of system calls per descriptor, so they
+//! each use (its socket must still name that client: lockd serves one
+//! listening socket, so the port needs no check): a connection closed since,
+//! its number reused by another file, fails the check and is forgotten, and
+//! its reply takes the slow way. Scans cost a couple of system calls per descriptor, so they
 //! are rationed: one scan learns every connection open at the time, and
 //! while scans are rationed out a reply simply takes the slow way (its
 //! worker waits and writes it).
@@ -53,10 +54,11 @@ impl Sockets {
     }
 
     /// The descriptor of `peer`'s connection, if it is known and still
-    /// holds that connection.
-    pub fn find(&self, peer: SocketAddr) -> Option<RawFd> {
+    /// holds that connection. Its peer alone is checked: lockd serves one
+    /// listening socket, so every connection it holds is to `port`.
+    fn find(&self, peer: SocketAddr) -> Option<RawFd> {
         let fd = *self.lock().known.get(&peer)?;
-        if sys::peer_on(fd, self.port) == Some(peer) {
+        if sys::peer_of(fd) == Some(peer) {
             return Some(fd);
         }
         let mut state = self.lock();
@@ -66,17 +68,18 @@ impl Sockets {
         None
     }
 
-    /// Like [`Sockets::find`], but scan the descriptors for an unknown
-    /// connection when the ration allows.
-    pub fn learn(&self, peer: SocketAddr) -> Option<RawFd> {
-        if let Some(fd) = self.find(peer) {
-            return Some(fd);
+    /// Whether `peer`'s connection is known, or can be found now: a scan of
+    /// the descriptors when the ration allows. A known number is not
+    /// checked here: [`Sockets::has_room`] checks it before it is used.
+    pub fn learn(&self, peer: SocketAddr) -> bool {
+        if self.lock().known.contains_key(&peer) {
+            return true;
         }
         {
             let mut state = self.lock();
             let now = Instant::now();
             if now < state.next_scan {
-                return None;
+                return false;
             }
             // Others skip the scan while this one runs.
             state.next_scan = now + MIN_SCAN_GAP;
@@ -86,7 +89,7 @@ impl Sockets {
             Ok(found) => found,
             Err(error) => {
                 log::debug!("could not list this process's descriptors: {error}");
-                return None;
+                return false;
             }
         };
         let took = started.elapsed();
@@ -94,7 +97,7 @@ impl Sockets {
         state.known.clear();
         state.known.extend(found);
         state.next_scan = Instant::now() + (took * SCAN_SHARE).max(MIN_SCAN_GAP);
-        state.known.get(&peer).copied()
+        state.known.contains_key(&peer)
     }
 
     /// Whether a reply of up to [`SMALL_REPLY`] bytes to `peer` can be
