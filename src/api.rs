@@ -764,10 +764,21 @@ fn multicall(context: &mut Context, calls: &[Value]) -> Answer {
 /// A name from the network as a fault or log line shows it: quoted, and cut
 /// short, so a 1 MiB method name does not come back as a 1 MiB fault.
 pub fn shown(name: &str) -> String {
-    const MAX: usize = 100;
-    match name.char_indices().nth(MAX) {
-        None => format!("{name:?}"),
-        Some((end, _)) => format!("{:?}... ({} bytes)", &name[..end], name.len()),
+    Shown(name).to_string()
+}
+
+/// [`shown`], written where it goes (a log line) without a string of its
+/// own.
+pub struct Shown<'a>(pub &'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 100;
+        let name = self.0;
+        match name.char_indices().nth(MAX) {
+            None => write!(f, "{name:?}"),
+            Some((end, _)) => write!(f, "{:?}... ({} bytes)", &name[..end], name.len()),
+        }
     }
 }
 

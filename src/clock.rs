@@ -74,10 +74,7 @@ impl Utc {
 
     /// RFC 3339, as lock files record it: `2026-11-29T15:04:05Z`.
     pub fn rfc3339(&self) -> String {
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            self.year, self.month, self.day, self.hour, self.minute, self.second
-        )
+        self.to_string()
     }
 
     /// XML-RPC's `dateTime.iso8601`: `20261129T15:04:05`.
@@ -134,6 +131,18 @@ impl Utc {
             && second < 60
             && Utc::from_system(utc.to_system()) == utc;
         valid.then_some(utc)
+    }
+}
+
+/// [`Utc::rfc3339`], written where it goes (a log line) without a string
+/// of its own.
+impl std::fmt::Display for Utc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
     }
 }
 

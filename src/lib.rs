@@ -146,7 +146,7 @@ pub fn init_logging(level: Option<log::LevelFilter>) {
             };
             writeln!(out, "<{priority}>{}", record.args())
         } else {
-            let now = clock::Utc::from_system(SystemTime::now()).rfc3339();
+            let now = clock::Utc::from_system(SystemTime::now());
             writeln!(out, "{now} {:<5} {}", record.level(), record.args())
         }
     });
