@@ -41,13 +41,14 @@ pub fn answer(shared: &Arc<Shared>, request: Request, owner: Option<(SocketAddr,
         Err(fault) => Reply::malformed(fault),
     };
     let seq = reply.seq;
-    // Handed over only when the syncer runs the next fsync (a lone caller
-    // runs its own) and can tell whether the client has room for the reply:
-    // its socket is known.
+    // Handed over to the syncer when the reply waits for an fsync and the
+    // syncer can tell whether the client has room for it: its socket is
+    // known. A socket is searched for only when the syncer runs the next
+    // fsync anyway; a lone caller on a new connection runs its own.
     let hand_to = owner.filter(|&(addr, _)| {
+        let sockets = &shared.outbox.sockets;
         matches!(shared.store.is_durable(seq), Ok(false))
-            && shared.durability.is_busy()
-            && shared.outbox.sockets.learn(addr)
+            && (sockets.knows(addr) || shared.durability.is_busy() && sockets.learn(addr))
     });
     let mut pending = Some(Pending {
         request,

@@ -68,11 +68,17 @@ impl Sockets {
         None
     }
 
+    /// Whether `peer`'s connection is known (not checked: see
+    /// [`Sockets::learn`]).
+    pub fn knows(&self, peer: SocketAddr) -> bool {
+        self.lock().known.contains_key(&peer)
+    }
+
     /// Whether `peer`'s connection is known, or can be found now: a scan of
     /// the descriptors when the ration allows. A known number is not
     /// checked here: [`Sockets::has_room`] checks it before it is used.
     pub fn learn(&self, peer: SocketAddr) -> bool {
-        if self.lock().known.contains_key(&peer) {
+        if self.knows(peer) {
             return true;
         }
         {
