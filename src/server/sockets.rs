@@ -7,10 +7,10 @@
 //! each use (its socket must still name that client: lockd serves one
 //! listening socket, so the port needs no check): a connection closed since,
 //! its number reused by another file, fails the check and is forgotten, and
-//! its reply takes the slow way. Scans cost a couple of system calls per descriptor, so they
-//! are rationed: one scan learns every connection open at the time, and
-//! while scans are rationed out a reply simply takes the slow way (its
-//! worker waits and writes it).
+//! its reply takes the slow way. Scans cost a couple of system calls per
+//! descriptor, so they are rationed: one scan learns every connection open
+//! at the time, and while scans are rationed out a reply simply takes the
+//! slow way (its worker waits and writes it).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

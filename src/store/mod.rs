@@ -327,8 +327,9 @@ pub struct Store {
     dir_file: RwLock<(Arc<File>, DirId)>,
     core: Mutex<Core>,
     synced: AtomicU64,
-    /// Changes made in a lock directory that was replaced before their
-    /// fsync: `(from, to]`, and why (see [`Store::follow_directory`]).
+    /// The numbers of the changes made in a lock directory that was
+    /// replaced before their fsync: `(from, to]` (see
+    /// [`Store::follow_directory`]).
     lost: RwLock<Option<(u64, u64)>>,
     /// Content files by client and resource.
     contents: Mutex<HashMap<(String, String), Content>>,
@@ -851,7 +852,7 @@ impl Store {
             let from = lost.map_or(durable, |(from, _)| from.min(durable));
             *lost = Some((from, core.changes));
             log::warn!(
-                "{} changes made in the replaced lock directory were not yet synced: their calls fail",
+                "the changes made in the replaced lock directory since its last fsync are lost ({} of them): their calls fail",
                 core.changes - durable
             );
         }
