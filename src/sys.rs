@@ -141,23 +141,28 @@ pub fn set_socket_timeout(
         tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_usec: 0,
     };
-    // SAFETY: setsockopt on a descriptor the caller holds open, with a
-    // timeval of the size passed; a descriptor that is not a socket fails
-    // with ENOTSOCK.
-    let rc = unsafe {
+    set_option(socket, option, &value)
+}
+
+/// setsockopt(2) at `SOL_SOCKET` level with `value`, whose type is the
+/// option's.
+fn set_option<T>(socket: BorrowedFd<'_>, option: i32, value: &T) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(std::mem::size_of::<T>())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "socket option too large"))?;
+    // SAFETY: setsockopt on a descriptor the caller holds open, with a value
+    // of the size passed, owned by the caller for the call; a descriptor
+    // that is not a socket fails with ENOTSOCK, an option of another type
+    // with EINVAL.
+    check(unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
             option,
-            (&value as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            (value as *const T).cast(),
+            len,
         )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    })
+    .map(drop)
 }
 
 /// An integer socket option at `SOL_SOCKET` level (`SO_DOMAIN`, `SO_TYPE`,
@@ -185,23 +190,7 @@ pub fn socket_option(socket: BorrowedFd<'_>, option: i32) -> io::Result<i32> {
 
 /// Set an integer socket option at `SOL_SOCKET` level (`SO_SNDBUF`...).
 pub fn set_socket_option(socket: BorrowedFd<'_>, option: i32, value: i32) -> io::Result<()> {
-    let value: libc::c_int = value;
-    // SAFETY: setsockopt with an int and its size, both owned here; an
-    // option that takes no int fails with EINVAL.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_option(socket, option, &libc::c_int::from(value))
 }
 
 /// Mark a descriptor close-on-exec.
@@ -386,7 +375,7 @@ fn ofd_setlk(
 fn c_name(name: &std::ffi::OsStr) -> io::Result<std::ffi::CString> {
     use std::os::unix::ffi::OsStrExt;
     std::ffi::CString::new(name.as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a file name with a NUL byte"))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a name with a NUL byte"))
 }
 
 /// The result of a system call that returns -1 and sets errno on failure.
@@ -520,9 +509,7 @@ pub fn cached_kind_and_mtime(file: BorrowedFd<'_>) -> io::Result<(bool, std::tim
 /// saves a round trip; the lookup of the path itself still goes to the
 /// server.
 pub fn directory_identity(path: &std::path::Path) -> io::Result<(u64, u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    let path = c_name(path.as_os_str())?;
     identity(libc::AT_FDCWD, &path, libc::AT_STATX_DONT_SYNC)
 }
 
