@@ -1468,15 +1468,9 @@ impl At {
     /// Create `path` (it must not exist), write `data`, fsync it.
     fn create(&self, path: &Path, data: &[u8], since: Option<SystemTime>) -> Result<(), Error> {
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
-        let mut file = crate::sys::open_at(self.fd(), file_name(path), flags, 0o644)
+        let file = crate::sys::open_at(self.fd(), file_name(path), flags, 0o644)
             .map_err(|e| Error::io("create", path, e))?;
-        file.write_all(data)
-            .map_err(|e| Error::io("write", path, e))?;
-        if let Some(since) = since {
-            file.set_modified(since)
-                .map_err(|e| Error::io("set the time of", path, e))?;
-        }
-        file.sync_all().map_err(|e| Error::io("fsync", path, e))
+        fill_durable(file, path, data, since)
     }
 }
 
@@ -1491,12 +1485,23 @@ fn create_durable_at(path: &Path, data: &[u8], since: SystemTime) -> Result<(), 
 }
 
 fn write_durable(path: &Path, data: &[u8], since: Option<SystemTime>) -> Result<(), Error> {
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
         .open(path)
         .map_err(|e| Error::io("create", path, e))?;
+    fill_durable(file, path, data, since)
+}
+
+/// Write `data` to the new, empty `file` (at `path`), set its modification
+/// time to `since` if given, and fsync it.
+fn fill_durable(
+    mut file: File,
+    path: &Path,
+    data: &[u8],
+    since: Option<SystemTime>,
+) -> Result<(), Error> {
     file.write_all(data)
         .map_err(|e| Error::io("write", path, e))?;
     if let Some(since) = since {
