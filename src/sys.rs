@@ -312,38 +312,30 @@ pub fn unsent_bytes(fd: RawFd) -> io::Result<usize> {
     usize::try_from(queued).map_err(|_| io::Error::other("negative SIOCOUTQ"))
 }
 
-/// Try to take an open file description (OFD) lock on the byte
-/// `offset` of `file`, shared or exclusive, without waiting: `Ok(false)` if
-/// another open file description holds a conflicting lock. OFD locks belong
-/// to the open file, not to the process: two descriptions of one file in
-/// one process exclude each other, and closing any other descriptor of the
-/// file releases nothing. They are byte-range (`fcntl`) locks, so on NFS
-/// and FUSE filesystems they are sent to the server like `flock`, but they
-/// never conflict with an `flock` on the same file on a local filesystem;
-/// on NFS `flock` is emulated with whole-file `fcntl` locks, so keep the two
-/// on different files.
-pub fn ofd_try_lock(file: BorrowedFd<'_>, offset: u64, exclusive: bool) -> io::Result<bool> {
+/// Try to take an exclusive open file description (OFD) lock on the byte
+/// `offset` of `file`, without waiting: `Ok(false)` if another open file
+/// description holds a lock on it. OFD locks belong to the open file, not
+/// to the process: two descriptions of one file in one process exclude each
+/// other, and closing any other descriptor of the file releases nothing.
+/// They are byte-range (`fcntl`) locks, so on NFS and FUSE filesystems they
+/// are sent to the server like `flock`, but they never conflict with an
+/// `flock` on the same file on a local filesystem; on NFS `flock` is
+/// emulated with whole-file `fcntl` locks, so keep the two on different
+/// files.
+pub fn ofd_try_lock(file: BorrowedFd<'_>, offset: u64) -> io::Result<bool> {
     let start = libc::off_t::try_from(offset)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "lock offset too large"))?;
-    let kind = if exclusive {
-        libc::F_WRLCK
-    } else {
-        libc::F_RDLCK
-    };
-    match ofd_setlk(file, kind, start, 1) {
+    match ofd_setlk(file, libc::F_WRLCK, start, 1) {
         Ok(()) => Ok(true),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
         Err(e) => Err(e),
     }
 }
 
-/// Release the OFD locks this open file description holds on the `len`
-/// bytes of `file` from `offset` (0: up to the end of any file).
-pub fn ofd_unlock(file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
-    let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "lock range too large");
-    let start = libc::off_t::try_from(offset).map_err(|_| too_large())?;
-    let len = libc::off_t::try_from(len).map_err(|_| too_large())?;
-    ofd_setlk(file, libc::F_UNLCK, start, len)
+/// Release every OFD lock this open file description holds on `file`.
+pub fn ofd_unlock_all(file: BorrowedFd<'_>) -> io::Result<()> {
+    // A length of 0: up to the end of any file.
+    ofd_setlk(file, libc::F_UNLCK, 0, 0)
 }
 
 fn ofd_setlk(

@@ -733,7 +733,7 @@ fn byte_is_locked(path: &Path, name: &str) -> bool {
         .open(path)
         .unwrap();
     let offset = lockd::store::name_offset(name.as_bytes());
-    let taken = lockd::sys::ofd_try_lock(file.as_fd(), offset, true).unwrap();
+    let taken = lockd::sys::ofd_try_lock(file.as_fd(), offset).unwrap();
     !taken
 }
 

@@ -429,7 +429,7 @@ impl Drop for Guard<'_> {
                 .kept_shared
                 .is_some_and(|since| since.elapsed() < KEEP_SHARED);
         if self.names {
-            let _ = crate::sys::ofd_unlock(self.core.ranges.as_fd(), 0, 0);
+            let _ = crate::sys::ofd_unlock_all(self.core.ranges.as_fd());
         }
         if !keep {
             self.core.kept_shared = None;
@@ -758,7 +758,7 @@ impl Store {
             guard.core.kept_shared = Some(Instant::now());
         }
         for &offset in offsets {
-            match crate::sys::ofd_try_lock(guard.core.ranges.as_fd(), offset, true) {
+            match crate::sys::ofd_try_lock(guard.core.ranges.as_fd(), offset) {
                 Ok(true) => {}
                 Ok(false) => return Ok(Some(RANGES_FILE)),
                 Err(e) => {
