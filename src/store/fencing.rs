@@ -569,11 +569,11 @@ fn last_path(lock_file: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::store::tests::{open, refusal};
 
-    fn why(reason: &str) -> Reason<'_> {
+    pub(in crate::store) fn why(reason: &str) -> Reason<'_> {
         Reason {
             reason,
             caller: "127.0.0.1:4242",

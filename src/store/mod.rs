@@ -1961,10 +1961,7 @@ pub(super) mod tests {
         );
         // A lock of the held name is refused by `link` without waiting.
         assert_eq!(refusal(b.lock("vm1", "node2")), already("node1"));
-        let why = Reason {
-            reason: "test",
-            caller: "test",
-        };
+        let why = fencing::tests::why("test");
         let error = b.fence("node1", &why).result.unwrap_err();
         assert!(error.to_string().contains("still held"), "{error}");
         drop(held);
@@ -1972,7 +1969,16 @@ pub(super) mod tests {
         assert!(b.fence("node1", &why).result.unwrap().is_empty());
         // gocept.lockd's exclusive flock keeps both out.
         let legacy = directory_lock_held_elsewhere(temp.path());
-        assert!(b.lock("vm3", "node2").result.is_err());
+        a.set_lock_wait(Duration::from_millis(200));
+        for store in [&a, &b] {
+            let error = store.lock("vm3", "node2").result.unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("lockd.lock: still held by another process"),
+                "{error}"
+            );
+        }
         drop(legacy);
         b.lock("vm3", "node2").result.unwrap();
     }
@@ -1985,21 +1991,29 @@ pub(super) mod tests {
         let temp = tempfile::tempdir().unwrap();
         let (a, b) = two_stores_vm1_held_by_a(temp.path(), Duration::from_millis(1500));
         let held = in_a_change_of(&a, "vm1");
-        let why = Reason {
-            reason: "test",
-            caller: "test",
+        let why = fencing::tests::why("test");
+        // Each waits its whole 1.5 s, then fails saying why.
+        let waited = |call: &dyn Fn() -> Result<(), Error>| {
+            let started = Instant::now();
+            let error = call().unwrap_err();
+            (started.elapsed(), error.to_string())
         };
         std::thread::scope(|scope| {
-            let unlock = scope.spawn(|| b.unlock("vm1", "node1").result);
-            let fence = scope.spawn(|| b.fence("node9", &why).result);
+            let unlock = scope.spawn(|| waited(&|| b.unlock("vm1", "node1").result));
+            let fence = scope.spawn(|| waited(&|| b.fence("node9", &why).result.map(drop)));
             std::thread::sleep(Duration::from_millis(200));
             let started = Instant::now();
             b.lock("vm2", "node2").result.unwrap();
             b.unlock("vm2", "node2").result.unwrap();
             let took = started.elapsed();
             assert!(took < Duration::from_millis(700), "took {took:?}");
-            assert!(unlock.join().unwrap().is_err());
-            assert!(fence.join().unwrap().is_err());
+            for (took, error) in [unlock.join().unwrap(), fence.join().unwrap()] {
+                assert!(
+                    took >= Duration::from_millis(1400),
+                    "failed after {took:?}: {error}"
+                );
+                assert!(error.contains("still held by another process"), "{error}");
+            }
         });
         drop(held);
         b.unlock("vm1", "node1").result.unwrap();
