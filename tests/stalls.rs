@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use lockd::{http, sys, xmlrpc};
 
+use crate::proof::{Outcome, Rpc};
 use crate::support::{self, Daemon, Options};
 
 /// How long a well-behaved call may take while another client misbehaves.
@@ -216,19 +217,14 @@ fn pipelined_changes_never_read_hold_up_no_one() {
     let busy = {
         let stop = Arc::clone(&stop);
         thread::spawn(move || {
-            let stream = TcpStream::connect(addr).expect("connect");
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let host = addr.to_string();
+            let mut rpc = Rpc::new(addr);
             while !stop.load(Ordering::SeqCst) {
                 for method in ["lock", "unlock"] {
-                    let body = support::call_body(method, &["busy", "busy-client"]);
-                    let request = http::post(
-                        "/RPC2",
-                        &[("Host", host.as_str()), ("Content-Type", "text/xml")],
-                        body.as_bytes(),
+                    let outcome = rpc.call(method, &["busy", "busy-client"]);
+                    assert!(
+                        outcome.as_ref().is_ok_and(Outcome::is_nil),
+                        "busy client: {method}: {outcome:?}"
                     );
-                    (&stream).write_all(&request).expect("busy client: send");
-                    http::read_response(&mut reader).expect("busy client: reply");
                 }
             }
         })
