@@ -940,14 +940,17 @@ fn lockd_refuses_an_incoherent_gluster_mount() {
             .arg(&plain),
     );
     assert!(mounted.status.success(), "{mounted:?}");
-    refused(&plain.join("locks"), "attribute-timeout");
+    refused(&plain.join("locks"), "runs without attribute-timeout=0");
     // The volume's caches, switched on while the coherent mount is mounted.
     for (option, translator) in [
         ("performance.quick-read", "quick-read"),
         ("performance.stat-prefetch", "md-cache"),
     ] {
         volume.set(option, "on");
-        refused(&volume.lock_dir(0), translator);
+        refused(
+            &volume.lock_dir(0),
+            &format!("has the {translator} translator"),
+        );
         volume.set(option, "off");
     }
     let daemon = volume.daemon(0);
