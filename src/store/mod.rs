@@ -323,7 +323,9 @@ pub struct OpenReport {
 /// The lock directory.
 pub struct Store {
     dir: PathBuf,
-    /// The directory, open for fsync; replaced if the directory is.
+    /// The directory, open for fsync and the `*at` calls, and its identity
+    /// (device, inode, mount); replaced, under the core's mutex, if the
+    /// directory is.
     dir_file: RwLock<(Arc<File>, DirId)>,
     core: Mutex<Core>,
     synced: AtomicU64,
@@ -363,8 +365,6 @@ struct Core {
     /// [`RANGES_FILE`], open for writing (an exclusive byte-range lock
     /// needs it).
     ranges: File,
-    /// Device and inode of the directory `dir_file` and `global_lock` are in.
-    dir_id: DirId,
     changes: u64,
     /// Since when this process holds a shared `flock` of `global_lock`
     /// between guards, if it does.
@@ -525,7 +525,6 @@ impl Store {
             core: Mutex::new(Core {
                 global_lock,
                 ranges,
-                dir_id,
                 changes: 0,
                 kept_shared: None,
             }),
@@ -838,7 +837,13 @@ impl Store {
     fn follow_directory(&self, core: &mut Core) -> Result<bool, Error> {
         let id = crate::sys::directory_identity(&self.dir)
             .map_err(|e| Error::io("open the lock directory", &self.dir, e))?;
-        if id == core.dir_id {
+        // Written only here, under the core's mutex, which the caller holds.
+        let known = self
+            .dir_file
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1;
+        if id == known {
             return Ok(false);
         }
         let (dir_file, global_lock, ranges, dir_id) = open_dir_as(&self.dir, true)?;
@@ -860,7 +865,6 @@ impl Store {
         core.kept_shared = None;
         core.global_lock = global_lock;
         core.ranges = ranges;
-        core.dir_id = dir_id;
         *self
             .dir_file
             .write()
