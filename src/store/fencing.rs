@@ -273,13 +273,12 @@ impl Store {
     }
 
     fn remove_contents(&self, prepared: &[Prepared]) {
-        let at = self.at();
-        for p in prepared {
-            let _ = at.remove(&p.content);
-        }
+        self.unlink_all(prepared.iter().map(|p| &p.content));
     }
 
-    fn unlink_all(&self, paths: &[PathBuf]) {
+    /// Remove each of `paths` from the lock directory, ignoring failures:
+    /// the caller is already undoing a change that failed.
+    fn unlink_all<'p>(&self, paths: impl IntoIterator<Item = &'p PathBuf>) {
         let at = self.at();
         for path in paths {
             let _ = at.remove(path);
