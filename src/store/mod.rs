@@ -587,7 +587,7 @@ impl Store {
                 Err(e) => return Err(Error::io("read", &path, e)),
             };
             if let Some(batch) = &record.grant.batch {
-                if !self.is_live(&record) {
+                if !self.is_live(&record)? {
                     // A lock file of an acquire_many that never committed.
                     fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
                     report.removed_leftovers += 1;
@@ -943,7 +943,7 @@ impl Store {
         for stem in stems {
             let path = self.lock_path(stem);
             match at.read_lock_file(&path) {
-                Ok(record) if !self.is_live(&record) => {}
+                Ok(record) if !self.is_live(&record)? => {}
                 Ok(record) => {
                     let own = owner(stem, &record).as_deref() == Some(resource);
                     let found = Found { path, record, own };
@@ -1097,7 +1097,7 @@ impl Store {
                         }
                         Err(e) => return Err(Error::io("read", &path, e)),
                     };
-                    if self.is_live(&record) || cleared {
+                    if cleared || self.is_live(&record)? {
                         return Ok(Linked::InTheWay(record));
                     }
                     if !names_held {
@@ -1112,7 +1112,10 @@ impl Store {
                     continue;
                 }
                 // Another process's start-up may have removed the content file.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && !at.exists(content) => {
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        && matches!(at.exists(content), Ok(false)) =>
+                {
                     Ok(Linked::ContentGone)
                 }
                 Err(e) => Err(Error::io("link", &path, e)),
@@ -1121,13 +1124,17 @@ impl Store {
     }
 
     /// Whether a lock file counts: a grant of `acquire_many` counts only
-    /// once its batch's marker exists (see [`fencing`]).
-    fn is_live(&self, record: &Record) -> bool {
-        record
-            .grant
-            .batch
-            .as_ref()
-            .is_none_or(|batch| self.at().exists(&self.batch_marker(batch)))
+    /// once its batch's marker exists (see [`fencing`]). A marker that
+    /// cannot be looked up is an error, never "not there": a lock file that
+    /// does not count may be removed.
+    fn is_live(&self, record: &Record) -> Result<bool, Error> {
+        let Some(batch) = &record.grant.batch else {
+            return Ok(true);
+        };
+        let marker = self.batch_marker(batch);
+        self.at()
+            .exists(&marker)
+            .map_err(|e| Error::io("look up", &marker, e))
     }
 
     /// Release the lock on `resource` held by `client`.
@@ -1255,7 +1262,7 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("read", &path, e)),
             };
-            if !self.is_live(&record) {
+            if !self.is_live(&record)? {
                 continue;
             }
             if let Some(resource) = owner(stem, &record) {
@@ -1461,8 +1468,8 @@ impl At {
         crate::sys::rename_at(self.fd(), file_name(from), file_name(to))
     }
 
-    fn exists(&self, path: &Path) -> bool {
-        crate::sys::exists_at(self.fd(), file_name(path)).unwrap_or(false)
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        crate::sys::exists_at(self.fd(), file_name(path))
     }
 
     fn read_lock_file(&self, path: &Path) -> io::Result<Record> {
@@ -2062,6 +2069,29 @@ pub(super) mod tests {
             store.unlock("a", "c").result,
             Err(Error::Io { .. })
         ));
+    }
+
+    /// A lock file of a batch whose marker cannot be looked up counts as
+    /// held, at start-up and for a lock: it is never removed as a leftover.
+    #[test]
+    fn a_batch_marker_that_cannot_be_looked_up_is_no_leftover() {
+        let temp = tempfile::tempdir().unwrap();
+        // A batch name longer than any file name: looking its marker up
+        // fails with ENAMETOOLONG, where a missing marker gives ENOENT.
+        let batch = "b".repeat(300);
+        let text = format!("node1\n2026-11-30T09:00:00Z\nresource=vm1\ntoken=7\nbatch={batch}\n");
+        write(temp.path(), "vm1.resource.lock", &text);
+        let error = Store::open(temp.path()).err().expect("start-up must fail");
+        assert!(error.to_string().contains("File name too long"), "{error}");
+        assert!(temp.path().join("vm1.resource.lock").exists());
+        let (store, _) = open(&temp.path().join("later"));
+        fs::copy(
+            temp.path().join("vm1.resource.lock"),
+            temp.path().join("later/vm1.resource.lock"),
+        )
+        .unwrap();
+        assert!(store.lock("vm1", "node2").result.is_err());
+        assert!(temp.path().join("later/vm1.resource.lock").exists());
     }
 
     /// A change made in a directory that is replaced before its fsync is
